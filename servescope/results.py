@@ -1,0 +1,314 @@
+"""Campaign results on disk: the contract between the load tester (writer) and the analysis (reader).
+
+    <campaign>/campaign.json    CampaignInfo: resolved configuration, machine facts, peak probe, models
+    <campaign>/steps.jsonl      one StepRecord per measured step, appended as each step finishes
+    <campaign>/samples/*.npy    optional raw client latencies (seconds, float64) per step
+
+Every record carries `schema_version`; readers refuse versions they do not know. All times are in
+seconds, rates per second, sizes in bytes. A field is None when it was not measured (for example `gpu`
+on a machine without one, `server` when /metrics could not be scraped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+CAMPAIGN_FILE = "campaign.json"
+STEPS_FILE = "steps.jsonl"
+SAMPLES_DIR = "samples"
+
+
+class ResultsError(ValueError):
+    """A campaign folder or record is missing, malformed or of an unknown schema version."""
+
+
+@dataclass
+class LoadSpec:
+    """How load was offered: closed loop (users) or open loop (rate_rps)."""
+
+    mode: str  # "closed" or "open"
+    users: int | None = None
+    rate_rps: float | None = None
+    arrival: str | None = None  # "constant" or "poisson" for open loop
+    workers: int = 0  # Locust worker processes (0: a single local process)
+
+
+@dataclass
+class ServerSettings:
+    """The server's batching and execution settings during a step (None where unknown, e.g. a peer)."""
+
+    batching: bool | None = None
+    max_batch_size: int | None = None
+    max_queue_delay_us: int | None = None
+    preferred_batch_sizes: list[int] = field(default_factory=list)
+    max_queue_size: int | None = None
+    instances: int | None = None
+    device: str | None = None  # "cpu" or "cuda"
+    server: str = "servescope"  # or "triton", "mlserver", "unknown"
+
+
+@dataclass
+class LatencySummary:
+    """Client-observed latency percentiles over every completed request of the step, in seconds."""
+
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    p999: float
+    max: float
+    mean: float
+
+
+@dataclass
+class Window:
+    """One measurement window; a step is stable when its last three windows agree."""
+
+    duration_s: float
+    completed: int
+    throughput_rps: float
+    p99_s: float | None
+
+
+@dataclass
+class ServerDeltas:
+    """Differences of the server's /metrics between the start and the end of the step."""
+
+    requests: float  # servescope_request_duration_seconds count
+    request_s_sum: float
+    inferences: float  # servescope_inferences_total
+    batches: float  # servescope_batches_total
+    queue_count: float
+    queue_s_sum: float
+    compute_count: float  # one per executed batch
+    compute_s_sum: float
+    batch_size_sum: float
+    batch_size_buckets: dict[str, float]  # cumulative count per upper bound ("1", "2", ..., "+Inf")
+    rejected: dict[str, float]  # by reason: queue_full, deadline, invalid, draining
+    requests_by_code: dict[str, float]  # servescope_requests_total by gRPC code name
+    source: str = "servescope"  # "servescope", "triton" (nv_* metrics) or "prometheus"
+
+    @property
+    def batch_size_mean(self) -> float | None:
+        return self.batch_size_sum / self.batches if self.batches else None
+
+    @property
+    def queue_mean_s(self) -> float | None:
+        return self.queue_s_sum / self.queue_count if self.queue_count else None
+
+    @property
+    def compute_mean_s(self) -> float | None:
+        """Mean compute time of one executed batch."""
+        return self.compute_s_sum / self.compute_count if self.compute_count else None
+
+    @property
+    def request_mean_s(self) -> float | None:
+        return self.request_s_sum / self.requests if self.requests else None
+
+
+@dataclass
+class CpuUsage:
+    """CPU use during the step, in cores (1.0 = one core fully busy)."""
+
+    server_cores: float | None  # from the server's process_cpu_seconds_total, or sampled with psutil
+    generator_cores: float | None  # all load generator processes together
+    generator_max_process_percent: float | None  # the busiest generator process, percent of one core
+    generator_saturated: bool  # Locust's cpu warning fired, or a process stayed above 90% of a core
+    machine_cores: int | None = None
+
+
+@dataclass
+class GpuUsage:
+    """GPU gauges from the server's metrics, averaged over the step's samples."""
+
+    name: str | None
+    utilization_ratio: float | None
+    memory_used_bytes: float | None
+    memory_total_bytes: float | None
+    power_watts: float | None = None
+
+
+@dataclass
+class StepRecord:
+    """One measured step of a campaign (one line of steps.jsonl)."""
+
+    step_index: int
+    model: str
+    precision: str | None
+    client_batch_size: int
+    load: LoadSpec
+    server_settings: ServerSettings
+    started_at: str  # ISO 8601, UTC
+    warmup_s: float
+    duration_s: float  # measured time, warm-up excluded
+    completed: int  # requests answered OK
+    errors_by_code: dict[str, int]  # gRPC status code name -> count
+    requests_per_s: float
+    inferences_per_s: float
+    latency_s: LatencySummary | None  # None when nothing completed
+    stable: bool
+    windows: list[Window]
+    server: ServerDeltas | None
+    cpu: CpuUsage
+    gpu: GpuUsage | None
+    samples_file: str | None = None  # relative to the campaign folder
+    note: str | None = None  # why a step ended early, e.g. "target unreachable"
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors_by_code.values())
+
+    @property
+    def error_ratio(self) -> float:
+        total = self.completed + self.failed
+        return self.failed / total if total else 0.0
+
+
+@dataclass
+class MachineInfo:
+    cpu_model: str
+    cpu_count: int
+    memory_bytes: int | None
+    gpu_name: str | None
+    platform: str
+    python: str
+    packages: dict[str, str]
+
+
+@dataclass
+class PeakProbe:
+    """A short measurement of what this machine can do, for the analytic floor of the analysis."""
+
+    matmul_flops_per_s: float  # float32 matrix multiply, all cores
+    memory_bytes_per_s: float  # large array copy
+    device: str = "cpu"
+
+
+@dataclass
+class CampaignInfo:
+    """campaign.json: what was run, where, against what."""
+
+    name: str
+    started_at: str
+    config: dict[str, Any]  # the resolved campaign configuration
+    machine: MachineInfo
+    objective: dict[str, Any]  # {"percentile": "p99", "latency_s": 0.05}
+    target: dict[str, Any]  # {"grpc": "host:port", "metrics_url": ..., "embedded": bool}
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> metadata.json
+    peak: PeakProbe | None = None
+    finished_at: str | None = None
+    interrupted: bool = False
+    schema_version: int = SCHEMA_VERSION
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Build a dataclass from parsed JSON, recursing into nested dataclass fields."""
+    if not isinstance(data, dict):
+        raise ResultsError(f"{where}: expected an object for {cls.__name__}, found {type(data).__name__}")
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(hints)
+    if unknown:
+        raise ResultsError(f"{where}: unknown field(s) {sorted(unknown)} in {cls.__name__}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        nested = _NESTED.get((cls, name))
+        if nested is None or value is None:
+            kwargs[name] = value
+        elif isinstance(value, list):
+            kwargs[name] = [_build(nested, v, f"{where}.{name}") for v in value]
+        else:
+            kwargs[name] = _build(nested, value, f"{where}.{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ResultsError(f"{where}: {cls.__name__}: {exc}") from exc
+
+
+_NESTED: dict[tuple[type, str], type] = {
+    (StepRecord, "load"): LoadSpec,
+    (StepRecord, "server_settings"): ServerSettings,
+    (StepRecord, "latency_s"): LatencySummary,
+    (StepRecord, "windows"): Window,
+    (StepRecord, "server"): ServerDeltas,
+    (StepRecord, "cpu"): CpuUsage,
+    (StepRecord, "gpu"): GpuUsage,
+    (CampaignInfo, "machine"): MachineInfo,
+    (CampaignInfo, "peak"): PeakProbe,
+}
+
+
+def _check_version(data: dict[str, Any], where: str) -> None:
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultsError(
+            f"{where}: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})"
+        )
+
+
+def step_from_dict(data: dict[str, Any], where: str = "step") -> StepRecord:
+    _check_version(data, where)
+    return _build(StepRecord, data, where)
+
+
+def campaign_from_dict(data: dict[str, Any], where: str = CAMPAIGN_FILE) -> CampaignInfo:
+    _check_version(data, where)
+    return _build(CampaignInfo, data, where)
+
+
+def write_campaign(info: CampaignInfo, folder: Path) -> None:
+    """Write campaign.json atomically (write then rename), so a reader never sees half a file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (CAMPAIGN_FILE + ".tmp")
+    tmp.write_text(json.dumps(to_dict(info), indent=2, sort_keys=True) + "\n")
+    tmp.replace(folder / CAMPAIGN_FILE)
+
+
+def append_step(record: StepRecord, folder: Path) -> None:
+    """Append one step as a single line; flushed and fsynced so an interruption keeps finished steps."""
+    import os
+
+    with (folder / STEPS_FILE).open("a") as f:
+        f.write(json.dumps(to_dict(record), sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_campaign(folder: Path) -> CampaignInfo:
+    path = folder / CAMPAIGN_FILE
+    if not path.is_file():
+        raise ResultsError(f"{folder}: not a campaign folder (no {CAMPAIGN_FILE})")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc})") from exc
+    return campaign_from_dict(data, str(path))
+
+
+def read_steps(folder: Path) -> tuple[list[StepRecord], list[str]]:
+    """Every readable step, plus one message per line that was left out (half-written, bad version)."""
+    path = folder / STEPS_FILE
+    if not path.is_file():
+        raise ResultsError(f"{folder}: no {STEPS_FILE} (the campaign recorded no step)")
+    steps: list[StepRecord] = []
+    skipped: list[str] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            steps.append(step_from_dict(json.loads(line), where))
+        except json.JSONDecodeError:
+            skipped.append(f"{where}: not valid JSON (half-written line?)")
+        except ResultsError as exc:
+            skipped.append(str(exc))
+    return steps, skipped
