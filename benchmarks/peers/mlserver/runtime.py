@@ -47,6 +47,6 @@ class OnnxRuntimeModel(MLModel):
             model_name=self.name,
             model_version=self.version,
             outputs=[
-                NumpyCodec.encode_output(n, o) for n, o in zip(self._output_names, outputs, strict=False)
+                NumpyCodec.encode_output(n, o) for n, o in zip(self._output_names, outputs, strict=True)
             ],
         )

@@ -46,7 +46,7 @@ def make_infer_func(session: ort.InferenceSession):
     @batch
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         outputs = session.run(output_names, {name: inputs[name] for name in input_names})
-        return dict(zip(output_names, outputs, strict=False))
+        return dict(zip(output_names, outputs, strict=True))
 
     return infer
 
