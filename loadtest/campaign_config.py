@@ -1,0 +1,303 @@
+"""Campaign files (YAML): strict validation into a CampaignConfig, before any load is sent.
+
+Every unknown key, wrong type, out-of-range value or empty sweep is rejected with a message that
+names the key (dotted path) and the value. The file format, with defaults, is documented in
+docs/loadtest.md and shown by loadtest/campaigns/demo.yaml.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtest.payload import PAYLOAD_KINDS
+
+PERCENTILES = ("p50", "p90", "p95", "p99", "p999")
+ON_ERROR = ("continue", "stop")
+ARRIVALS = ("constant", "poisson")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class CampaignConfigError(ValueError):
+    """A campaign file is invalid; the message names the file, the key and the value."""
+
+
+@dataclass(frozen=True)
+class ServerSetting:
+    """One server configuration to start (`servescope serve` flags); None leaves the server's default."""
+
+    batching: bool = True
+    max_batch_size: int | None = None
+    max_queue_delay_us: int | None = None
+    max_queue_size: int | None = None
+    instances: int | None = None
+    intra_op_threads: int | None = None
+    device: str | None = None
+
+    def label(self) -> str:
+        if not self.batching:
+            parts = ["batching off"]
+        else:
+            parts = ["batching on"]
+            if self.max_batch_size is not None:
+                parts.append(f"max batch {self.max_batch_size}")
+            if self.max_queue_delay_us is not None:
+                parts.append(f"delay {self.max_queue_delay_us} us")
+        if self.instances is not None:
+            parts.append(f"{self.instances} instance(s)")
+        if self.device is not None:
+            parts.append(self.device)
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class LoadLevel:
+    mode: str  # "closed" or "open"
+    users: int | None = None
+    rate_rps: float | None = None
+
+    def label(self) -> str:
+        return f"{self.users} users" if self.mode == "closed" else f"{self.rate_rps:g} req/s"
+
+
+@dataclass
+class CampaignConfig:
+    name: str
+    models: list[str]
+    client_batch_sizes: list[int]
+    concurrency: list[int]
+    rates_rps: list[float]
+    arrival: str
+    max_inflight: int
+    workers: int
+    servers: list[ServerSetting]
+    warmup_s: float
+    duration_s: float  # the shortest measurement: `stable_windows` windows of duration_s / stable_windows
+    max_duration_s: float
+    stability_percent: float
+    stable_windows: int
+    objective_percentile: str
+    objective_latency_s: float
+    on_error: str
+    payload: str
+    timeout_s: float
+    seed: int
+    raw: dict[str, Any] = field(default_factory=dict)  # the resolved file content, for campaign.json
+
+    @property
+    def window_s(self) -> float:
+        return self.duration_s / self.stable_windows
+
+    def load_levels(self) -> list[LoadLevel]:
+        return [LoadLevel("closed", users=u) for u in self.concurrency] + [
+            LoadLevel("open", rate_rps=r) for r in self.rates_rps
+        ]
+
+    def step_count(self, server_settings: int | None = None) -> int:
+        servers = len(self.servers) if server_settings is None else server_settings
+        return servers * len(self.models) * len(self.client_batch_sizes) * len(self.load_levels())
+
+    def objective(self) -> dict[str, Any]:
+        return {"percentile": self.objective_percentile, "latency_s": self.objective_latency_s}
+
+
+# key -> (default or REQUIRED). Nested sections are dicts of the same form.
+REQUIRED = object()
+_SCHEMA: dict[str, Any] = {
+    "name": "campaign",
+    "models": REQUIRED,
+    "client_batch_sizes": [1],
+    "load": {
+        "concurrency": [],
+        "rates_rps": [],
+        "arrival": "poisson",
+        "max_inflight": 1000,
+        "workers": 0,
+    },
+    "server": [{"batching": True}],
+    "step": {
+        "warmup_s": 2.0,
+        "duration_s": 6.0,
+        "max_duration_s": 20.0,
+        "stability_percent": 10.0,
+        "stable_windows": 3,
+    },
+    "objective": {"percentile": "p99", "latency_ms": 50.0},
+    "on_error": "continue",
+    "payload": "auto",
+    "timeout_s": 30.0,
+    "seed": 0,
+}
+_SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSetting)}
+
+
+class _Checker:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, value: Any, why: str) -> CampaignConfigError:
+        return CampaignConfigError(f"{self.source}: {key}: {value!r} {why}")
+
+    def mapping(self, key: str, value: Any, allowed: set[str]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, value, "must be a mapping")
+        for k in value:
+            if k not in allowed:
+                where = f"{key}.{k}" if key else str(k)
+                raise self.fail(where, value[k], f"is not a known key (known: {', '.join(sorted(allowed))})")
+        return value
+
+    def integer(self, key: str, value: Any, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, value, "must be an integer")
+        if value < minimum:
+            raise self.fail(key, value, f"must be at least {minimum}")
+        return value
+
+    def number(self, key: str, value: Any, positive: bool = True, minimum: float = 0.0) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, value, "must be a number")
+        if positive and value <= 0:
+            raise self.fail(key, value, "must be greater than 0")
+        if not positive and value < minimum:
+            raise self.fail(key, value, f"must be at least {minimum:g}")
+        return float(value)
+
+    def string(self, key: str, value: Any, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, value, "must be a non-empty string")
+        if choices is not None and value not in choices:
+            raise self.fail(key, value, f"must be one of {', '.join(choices)}")
+        return value
+
+    def boolean(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, value, "must be true or false")
+        return value
+
+    def sweep(self, key: str, value: Any, item: Any, allow_empty: bool = False) -> list[Any]:
+        """A list sweep (a scalar is taken as a list of one), without duplicates."""
+        values = value if isinstance(value, list) else [value]
+        if not values and not allow_empty:
+            raise self.fail(key, value, "must be a non-empty list")
+        checked = [item(f"{key}[{i}]", v) for i, v in enumerate(values)]
+        if len(set(map(repr, checked))) != len(checked):
+            raise self.fail(key, value, "has duplicate values")
+        return checked
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if "." in key:
+            head, rest = key.split(".", 1)
+            value = {rest: value}
+            key = head
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_campaign_config(
+    data: Any, source: str = "campaign", overrides: dict[str, Any] | None = None
+) -> CampaignConfig:
+    """Validate parsed YAML (plus overrides, dotted keys allowed: {"step.duration_s": 1.5})."""
+    c = _Checker(source)
+    if data is None:
+        data = {}
+    c.mapping("", data, set(_SCHEMA))
+    if overrides:
+        data = _merge(data, overrides)
+        c.mapping("", data, set(_SCHEMA))
+    if "models" not in data:
+        raise c.fail("models", None, "is required (the model names to compare)")
+    resolved: dict[str, Any] = {}
+    for key, default in _SCHEMA.items():
+        if isinstance(default, dict):
+            section = c.mapping(key, data.get(key, {}), set(default))
+            resolved[key] = {**default, **section}
+        else:
+            resolved[key] = data.get(key, default)
+
+    load, step, objective = resolved["load"], resolved["step"], resolved["objective"]
+    models = c.sweep("models", resolved["models"], c.string)
+    batch_sizes = c.sweep(
+        "client_batch_sizes", resolved["client_batch_sizes"], lambda k, v: c.integer(k, v, 1)
+    )
+    concurrency = c.sweep(
+        "load.concurrency", load["concurrency"], lambda k, v: c.integer(k, v, 1), allow_empty=True
+    )
+    rates = c.sweep("load.rates_rps", load["rates_rps"], lambda k, v: c.number(k, v), allow_empty=True)
+    if not concurrency and not rates:
+        raise c.fail("load", load, "needs a non-empty load.concurrency or load.rates_rps")
+    servers = c.sweep("server", resolved["server"], lambda k, v: _server_setting(c, k, v))
+    warmup_s = c.number("step.warmup_s", step["warmup_s"], positive=False)
+    duration_s = c.number("step.duration_s", step["duration_s"])
+    max_duration_s = c.number("step.max_duration_s", step["max_duration_s"])
+    if max_duration_s < duration_s:
+        raise c.fail(
+            "step.max_duration_s", max_duration_s, f"must be at least step.duration_s ({duration_s:g})"
+        )
+    latency_ms = c.number("objective.latency_ms", objective["latency_ms"])
+    config = CampaignConfig(
+        name=c.string("name", resolved["name"]),
+        models=models,
+        client_batch_sizes=batch_sizes,
+        concurrency=concurrency,
+        rates_rps=rates,
+        arrival=c.string("load.arrival", load["arrival"], ARRIVALS),
+        max_inflight=c.integer("load.max_inflight", load["max_inflight"], 1),
+        workers=c.integer("load.workers", load["workers"], 0),
+        servers=servers,
+        warmup_s=warmup_s,
+        duration_s=duration_s,
+        max_duration_s=max_duration_s,
+        stability_percent=c.number("step.stability_percent", step["stability_percent"]),
+        stable_windows=c.integer("step.stable_windows", step["stable_windows"], 1),
+        objective_percentile=c.string("objective.percentile", objective["percentile"], PERCENTILES),
+        objective_latency_s=latency_ms / 1000.0,
+        on_error=c.string("on_error", resolved["on_error"], ON_ERROR),
+        payload=c.string("payload", resolved["payload"], PAYLOAD_KINDS),
+        timeout_s=c.number("timeout_s", resolved["timeout_s"]),
+        seed=c.integer("seed", resolved["seed"], 0),
+        raw=resolved,
+    )
+    resolved["server"] = [dataclasses.asdict(s) for s in servers]
+    return config
+
+
+def _server_setting(c: _Checker, key: str, value: Any) -> ServerSetting:
+    c.mapping(key, value, _SERVER_KEYS)
+    kwargs: dict[str, Any] = {}
+    for name, v in value.items():
+        where = f"{key}.{name}"
+        if name == "batching":
+            kwargs[name] = c.boolean(where, v)
+        elif name == "device":
+            kwargs[name] = c.string(where, v, DEVICES)
+        elif name == "max_queue_delay_us":
+            kwargs[name] = c.integer(where, v, 0)
+        else:
+            kwargs[name] = c.integer(where, v, 1)
+    return ServerSetting(**kwargs)
+
+
+def load_campaign_config(path: Path | str, overrides: dict[str, Any] | None = None) -> CampaignConfig:
+    """Read and validate a campaign YAML file. Raises CampaignConfigError naming key and value."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CampaignConfigError(f"{path}: cannot read campaign file: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CampaignConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_campaign_config(data, str(path), overrides)

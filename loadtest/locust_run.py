@@ -1,0 +1,161 @@
+"""Start one headless Locust test (a single process, or a master and N local workers) as subprocesses."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtest import procs
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+SHAPEFILE = Path(__file__).resolve().parent / "shape_steps.py"
+
+
+@dataclass
+class LocustSettings:
+    """What the locustfile needs (sent as --servescope-config) plus how Locust itself is run."""
+
+    target: str
+    model: str
+    samples_dir: Path
+    mode: str = "closed"  # "closed" or "open"
+    users: int | None = None
+    rate_rps: float | None = None
+    arrival: str = "constant"
+    batch_size: int = 1
+    workers: int = 0
+    payload: str = "auto"
+    seed: int = 0
+    timeout_s: float = 30.0
+    max_inflight: int = 1000
+    max_token: int | None = None
+    ramp: list[dict[str, float]] = field(default_factory=list)
+
+    def locust_users(self) -> int:
+        """Locust users: N for closed loop; open loop: one rate-sharing user per worker process."""
+        if self.mode == "closed":
+            return int(self.users or 1)
+        return max(1, self.workers)
+
+    def config_json(self) -> str:
+        config: dict[str, Any] = {
+            "target": self.target,
+            "model": self.model,
+            "samples_dir": str(self.samples_dir),
+            "mode": self.mode,
+            "users": self.locust_users(),
+            "rate_rps": self.rate_rps,
+            "arrival": self.arrival,
+            "batch_size": self.batch_size,
+            "payload": self.payload,
+            "seed": self.seed,
+            "timeout_s": self.timeout_s,
+            "max_inflight": self.max_inflight,
+            "max_token": self.max_token,
+            "ramp": self.ramp,
+        }
+        return json.dumps(config)
+
+
+class LocustRun:
+    """A running Locust test. `stop()` ends it the way Ctrl-C would (stats, CSV, HTML written)."""
+
+    def __init__(self, settings: LocustSettings, out_dir: Path, prefix: str, run_time_s: float) -> None:
+        self.settings = settings
+        self.out_dir = out_dir
+        self.prefix = prefix
+        out_dir.mkdir(parents=True, exist_ok=True)
+        settings.samples_dir.mkdir(parents=True, exist_ok=True)
+        user_class = "ClosedLoopUser" if settings.mode == "closed" else "OpenLoopUser"
+        users = settings.locust_users()
+        files = str(LOCUSTFILE)
+        if settings.ramp and settings.mode == "closed":
+            files += "," + str(SHAPEFILE)
+        common = ["-m", "locust", "-f", files, "--servescope-config", settings.config_json()]
+        main = [
+            procs.python(),
+            *common,
+            "--headless",
+            "--users",
+            str(users),
+            "--spawn-rate",
+            str(max(users, 1)),
+            "--run-time",
+            f"{max(1, round(run_time_s))}s",
+            "--stop-timeout",
+            "1",
+            "--exit-code-on-error",
+            "0",
+            "--only-summary",
+            "--csv",
+            str(out_dir / prefix),
+            "--html",
+            str(out_dir / f"{prefix}.html"),
+            "--json-file",
+            str(out_dir / prefix),
+            "--loglevel",
+            "WARNING",
+        ]
+        self.workers: list[subprocess.Popen[bytes]] = []
+        log = out_dir / f"{prefix}.log"
+        if settings.workers > 0:
+            port = procs.free_port()
+            main += [
+                "--master",
+                "--master-bind-host",
+                "127.0.0.1",
+                "--master-bind-port",
+                str(port),
+                "--expect-workers",
+                str(settings.workers),
+                user_class,
+            ]
+            self.main = procs.spawn(main, log)
+            for i in range(settings.workers):
+                worker = [
+                    procs.python(),
+                    *common,
+                    "--worker",
+                    "--master-host",
+                    "127.0.0.1",
+                    "--master-port",
+                    str(port),
+                    "--loglevel",
+                    "WARNING",
+                    user_class,
+                ]
+                self.workers.append(procs.spawn(worker, out_dir / f"{prefix}-worker{i}.log"))
+        else:
+            self.main = procs.spawn([*main, user_class], log)
+        self.started_s = time.time()
+
+    @property
+    def processes(self) -> list[subprocess.Popen[bytes]]:
+        return [self.main, *self.workers]
+
+    def alive(self) -> bool:
+        return self.main.poll() is None
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGINT to the main process (Locust writes its reports and tells workers to quit), then force."""
+        if self.main.poll() is None:
+            procs.signal_group(self.main, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.main.wait(timeout=grace_s)
+        for worker in self.workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.wait(timeout=3.0)
+        procs.stop_all(self.processes, grace_s=2.0)
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = (self.out_dir / f"{self.prefix}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])

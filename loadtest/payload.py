@@ -1,0 +1,127 @@
+"""Request payloads: realistic token sequences for token models, random values of the right type otherwise.
+
+A model whose only input is an integer tensor of shape [-1, L] (variable batch, fixed length) is taken
+to be a token model: its payloads are synthetic reviews from the exporter's corpus (the same generator
+and the same `pad_sequences` the model was trained with), with token ids clipped to the model's
+declared range when one is given. Any other model gets random values of each input's datatype and
+shape (standard normal floats, integers in [0, 10), random booleans), with the batch dimension set to
+the client batch size and any other variable dimension set to 1. Payloads are never all zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from servescope.protocol import grpc_service_pb2 as pb
+
+# KServe v2 datatype names -> numpy dtypes (little-endian, as raw_input_contents requires).
+DATATYPES: dict[str, str] = {
+    "BOOL": "?",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+PAYLOAD_KINDS = ("auto", "tokens", "random")
+
+
+class PayloadError(ValueError):
+    """The model's inputs cannot be served by the chosen payload kind; the message names the input."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # as ModelMetadata reports it, -1 for variable dimensions
+
+
+def inputs_from_metadata(response: pb.ModelMetadataResponse) -> list[InputSpec]:
+    return [InputSpec(t.name, t.datatype, tuple(int(d) for d in t.shape)) for t in response.inputs]
+
+
+def is_token_model(inputs: list[InputSpec]) -> bool:
+    if len(inputs) != 1:
+        return False
+    spec = inputs[0]
+    return spec.datatype in ("INT32", "INT64") and len(spec.shape) == 2 and spec.shape[1] > 0
+
+
+def token_batches(
+    count: int, batch_size: int, sequence_length: int, seed: int, max_token: int | None = None
+) -> list[np.ndarray]:
+    """`count` batches of padded synthetic reviews, int32 of shape [batch_size, sequence_length]."""
+    from exporter.corpus import pad_sequences, synthetic_reviews
+
+    sequences, _labels = synthetic_reviews(count * batch_size, seed)
+    padded = pad_sequences(sequences, maxlen=sequence_length)
+    if max_token is not None:
+        padded = np.minimum(padded, max_token)
+    padded = padded.astype(np.int32, copy=False)
+    return [padded[i * batch_size : (i + 1) * batch_size] for i in range(count)]
+
+
+def random_tensor(spec: InputSpec, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    if spec.datatype not in DATATYPES:
+        raise PayloadError(f"input {spec.name!r}: datatype {spec.datatype!r} is not supported for payloads")
+    shape = [batch_size if i == 0 else (1 if d < 0 else d) for i, d in enumerate(spec.shape)] or [batch_size]
+    dtype = np.dtype(DATATYPES[spec.datatype])
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, shape).astype(bool)
+    return rng.integers(1, 10, shape).astype(dtype)
+
+
+def build_requests(
+    model: str,
+    inputs: list[InputSpec],
+    *,
+    batch_size: int,
+    count: int,
+    seed: int,
+    kind: str = "auto",
+    max_token: int | None = None,
+) -> list[pb.ModelInferRequest]:
+    """`count` distinct requests for `model` with `batch_size` samples each, raw_input_contents filled.
+
+    Args:
+        inputs: the model's inputs from ModelMetadata.
+        kind: "tokens" (synthetic reviews), "random", or "auto" (tokens for a token model).
+        max_token: clip token ids to at most this value (the model's declared maximum), if known.
+    """
+    if kind not in PAYLOAD_KINDS:
+        raise PayloadError(f"payload kind {kind!r} is not one of {list(PAYLOAD_KINDS)}")
+    if batch_size < 1:
+        raise PayloadError(f"batch size {batch_size} must be at least 1")
+    if not inputs:
+        raise PayloadError(f"model {model!r} declares no inputs")
+    use_tokens = kind == "tokens" or (kind == "auto" and is_token_model(inputs))
+    if use_tokens and not is_token_model(inputs):
+        raise PayloadError(
+            f"model {model!r}: token payloads need one integer input of shape [-1, L], "
+            f"found {[(s.name, s.datatype, list(s.shape)) for s in inputs]}"
+        )
+    rng = np.random.default_rng(seed)
+    token_data = token_batches(count, batch_size, inputs[0].shape[1], seed, max_token) if use_tokens else None
+    requests = []
+    for i in range(count):
+        request = pb.ModelInferRequest(model_name=model, id="")
+        for spec in inputs:
+            if token_data is not None:
+                array = token_data[i].astype(DATATYPES[spec.datatype], copy=False)
+            else:
+                array = random_tensor(spec, batch_size, rng)
+            request.inputs.add(name=spec.name, datatype=spec.datatype, shape=list(array.shape))
+            request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
+        requests.append(request)
+    return requests

@@ -1,0 +1,328 @@
+"""One measured step: run Locust, measure in windows until stable or out of time, collect everything.
+
+The driver stays gevent-free: Locust runs in subprocesses (locust_run.py) and streams per-request
+samples to files (samples.py) that this module reads while the step runs. Timeline of a step:
+
+    launch Locust -> first sample seen -> warm-up (warmup_s) -> window 1, 2, ... (window_s each)
+    -> stop as soon as the last `stable_windows` windows agree on throughput and p99 within
+       stability_percent of their mean (perf_analyzer's rule), or when max_step_s is reached
+
+The step's figures come from the last `stable_windows` windows only: /metrics is scraped and the CPU
+times of the generator and server processes are read at every window boundary, so client counts,
+server deltas and CPU use cover the same interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtest import scrape
+from loadtest.locust_run import LocustRun, LocustSettings
+from loadtest.samples import SampleReader, Tally, tally
+from servescope.results import CpuUsage, GpuUsage, LatencySummary, ServerDeltas, Window
+
+SATURATED_PERCENT = 90.0  # a generator process above this share of one core limits the load it offers
+FIRST_SAMPLE_TIMEOUT_S = 60.0
+READ_LAG_S = 0.5  # samples reach disk within Locust's flush interval (0.2 s) plus the slowest answer
+
+
+@dataclass
+class StepTiming:
+    warmup_s: float
+    window_s: float
+    max_step_s: float  # measured time at most (warm-up excluded)
+    stability_percent: float = 10.0
+    stable_windows: int = 3
+    fixed: bool = False  # measure exactly stable_windows windows (servescope load), no stability stop
+
+    def max_windows(self) -> int:
+        if self.fixed:
+            return self.stable_windows
+        return max(self.stable_windows, math.floor(self.max_step_s / self.window_s + 1e-9))
+
+
+@dataclass
+class StepOutcome:
+    """Everything measured in one step, before it becomes a StepRecord."""
+
+    started_at_s: float
+    measured: Tally
+    windows: list[Window]
+    stable: bool
+    server: ServerDeltas | None
+    cpu: CpuUsage
+    gpu: GpuUsage | None
+    notes: list[str] = field(default_factory=list)
+    late_arrivals: int = 0
+    dropped_arrivals: int = 0
+
+    def latency(self) -> LatencySummary | None:
+        lat = self.measured.ok_latencies_s
+        if not lat.size:
+            return None
+        p50, p90, p95, p99, p999 = np.percentile(lat, [50, 90, 95, 99, 99.9])
+        return LatencySummary(
+            p50=float(p50),
+            p90=float(p90),
+            p95=float(p95),
+            p99=float(p99),
+            p999=float(p999),
+            max=float(lat.max()),
+            mean=float(lat.mean()),
+        )
+
+
+class StepFailed(RuntimeError):
+    """The load generator could not run the step at all (Locust did not start or sent nothing)."""
+
+
+def is_stable(windows: list[Window], count: int, percent: float) -> bool:
+    """The last `count` windows all lie within `percent` of their mean, for throughput and for p99."""
+    if len(windows) < count:
+        return False
+    last = windows[-count:]
+    if any(w.completed == 0 or w.p99_s is None for w in last):
+        return False
+    for values in ([w.throughput_rps for w in last], [w.p99_s for w in last]):
+        mean = sum(values) / len(values)  # type: ignore[arg-type]
+        if mean <= 0 or any(abs(v - mean) > mean * percent / 100.0 for v in values):  # type: ignore[operator]
+            return False
+    return True
+
+
+class _CpuClock:
+    """CPU seconds of a set of processes (and their children), read at window boundaries."""
+
+    def __init__(self, pids: list[int]) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.processes = []
+        for pid in pids:
+            try:
+                self.processes.append(psutil.Process(pid))
+            except psutil.Error:
+                continue
+
+    def read(self) -> dict[int, float]:
+        times: dict[int, float] = {}
+        for proc in self.processes:
+            try:
+                family = [proc, *proc.children(recursive=True)]
+            except self._psutil.Error:
+                continue
+            total = 0.0
+            for member in family:
+                try:
+                    t = member.cpu_times()
+                    total += t.user + t.system
+                except self._psutil.Error:
+                    continue
+            times[proc.pid] = total
+        return times
+
+
+def _sleep_until(deadline_s: float, locust: LocustRun) -> None:
+    while True:
+        left = deadline_s - time.time()
+        if left <= 0 or not locust.alive():
+            return
+        time.sleep(min(left, 0.2))
+
+
+def _window(t: Tally) -> Window:
+    return Window(
+        duration_s=t.duration_s,
+        completed=t.completed,
+        throughput_rps=t.throughput_rps,
+        p99_s=t.percentile_s(99),
+    )
+
+
+def _generator_status(samples_dir: Path, start_s: float, end_s: float) -> dict[str, Any]:
+    status: dict[str, Any] = {"cpu_warning": False, "late": 0, "dropped": 0, "setup_errors": set()}
+    for path in samples_dir.glob("status-*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if any(start_s <= t <= end_s + 10.0 for t in data.get("cpu_warning_times", [])):
+            status["cpu_warning"] = True
+        status["late"] += int(data.get("late", 0))
+        status["dropped"] += int(data.get("dropped", 0))
+        if data.get("setup_error"):
+            status["setup_errors"].add(data["setup_error"])
+    return status
+
+
+def run_step(
+    settings: LocustSettings,
+    timing: StepTiming,
+    out_dir: Path,
+    prefix: str,
+    *,
+    metrics_url: str | None = None,
+    server_pid: int | None = None,
+    progress: Callable[[str], None] = print,
+    label: str = "",
+) -> StepOutcome:
+    """Run one step and measure it (see the module docstring). Locust's reports land in out_dir/prefix*.
+
+    Raises:
+        StepFailed: Locust exited before sending a request, or sent none within a minute.
+    """
+    if settings.samples_dir.exists():
+        shutil.rmtree(settings.samples_dir)
+    run_time_s = FIRST_SAMPLE_TIMEOUT_S + timing.warmup_s + timing.max_windows() * timing.window_s + 30.0
+    locust = LocustRun(settings, out_dir, prefix, run_time_s)
+    reader = SampleReader(settings.samples_dir)
+    try:
+        return _measure(locust, reader, settings, timing, metrics_url, server_pid, progress, label or prefix)
+    finally:
+        locust.stop()
+
+
+def _measure(
+    locust: LocustRun,
+    reader: SampleReader,
+    settings: LocustSettings,
+    timing: StepTiming,
+    metrics_url: str | None,
+    server_pid: int | None,
+    progress: Callable[[str], None],
+    label: str,
+) -> StepOutcome:
+    launched_s = time.time()
+    while not reader.all().size:
+        if not locust.alive():
+            raise StepFailed(
+                f"Locust exited (code {locust.main.returncode}) before any request: {locust.log_tail()}"
+            )
+        if time.time() - launched_s > FIRST_SAMPLE_TIMEOUT_S:
+            raise StepFailed(
+                f"no request was sent within {FIRST_SAMPLE_TIMEOUT_S:.0f} s: {locust.log_tail()}"
+            )
+        time.sleep(0.1)
+        reader.poll()
+    first_s = float(reader.all()["end_s"].min())
+    notes: list[str] = []
+
+    generator = _CpuClock([p.pid for p in locust.processes])
+    server_cpu = _CpuClock([server_pid]) if server_pid else None
+    boundaries = [first_s + timing.warmup_s]
+    _sleep_until(boundaries[0], locust)
+    snapshots = [scrape.try_scrape(metrics_url)]
+    gen_times = [generator.read()]
+    srv_times = [server_cpu.read() if server_cpu else {}]
+    windows: list[Window] = []
+    stable = False
+    last_print_s = time.time()
+    for k in range(1, timing.max_windows() + 1):
+        boundary = boundaries[0] + k * timing.window_s
+        while time.time() < boundary and locust.alive():
+            _sleep_until(min(boundary, time.time() + 10.0), locust)
+            if time.time() - last_print_s >= 10.0 and time.time() < boundary:
+                progress(f"{label}: window {k} running, {reader.files} generator process(es)")
+                last_print_s = time.time()
+        if not locust.alive():
+            notes.append(f"load generator exited early (code {locust.main.returncode})")
+            break
+        boundaries.append(boundary)
+        snapshots.append(scrape.try_scrape(metrics_url))
+        gen_times.append(generator.read())
+        srv_times.append(server_cpu.read() if server_cpu else {})
+        time.sleep(READ_LAG_S)
+        reader.poll()
+        window = _window(tally(reader.all(), boundaries[-2], boundaries[-1]))
+        windows.append(window)
+        p99 = f"{window.p99_s * 1e3:.1f} ms" if window.p99_s is not None else "n/a"
+        errors = tally(reader.all(), boundaries[-2], boundaries[-1]).errors_by_code
+        progress(
+            f"{label}: window {k}: {window.throughput_rps:.1f} req/s, p99 {p99}"
+            + (f", errors {errors}" if errors else "")
+        )
+        last_print_s = time.time()
+        if not timing.fixed and is_stable(windows, timing.stable_windows, timing.stability_percent):
+            stable = True
+            break
+    if timing.fixed:
+        stable = is_stable(windows, timing.stable_windows, timing.stability_percent)
+
+    used = min(timing.stable_windows, len(windows))
+    if used == 0:
+        boundaries.append(time.time())
+        snapshots.append(scrape.try_scrape(metrics_url))
+        gen_times.append(generator.read())
+        srv_times.append(server_cpu.read() if server_cpu else {})
+        used = 1
+        notes.append("no full window was measured")
+    start_i, end_i = len(boundaries) - 1 - used, len(boundaries) - 1
+    start_s, end_s = boundaries[start_i], boundaries[end_i]
+    reader.poll()
+    measured = tally(reader.all(), start_s, end_s)
+    duration_s = end_s - start_s
+
+    server: ServerDeltas | None = None
+    before, after = snapshots[start_i], snapshots[end_i]
+    if before is not None and after is not None:
+        server = scrape.server_deltas(before, after, settings.model)
+    elif metrics_url:
+        notes.append(f"could not scrape {metrics_url} at both ends of the measured interval")
+
+    gen_delta = {
+        pid: gen_times[end_i].get(pid, 0.0) - gen_times[start_i].get(pid, 0.0) for pid in gen_times[end_i]
+    }
+    generator_cores = sum(gen_delta.values()) / duration_s if gen_delta and duration_s > 0 else None
+    busiest = max(gen_delta.values()) / duration_s * 100.0 if gen_delta and duration_s > 0 else None
+    server_cores: float | None = None
+    if srv_times[end_i]:
+        server_cores = sum(srv_times[end_i].values()) - sum(srv_times[start_i].values())
+        server_cores /= duration_s
+    elif before is not None and after is not None:
+        b, a = scrape.process_cpu_seconds(before), scrape.process_cpu_seconds(after)
+        if a is not None and b is not None and duration_s > 0:
+            server_cores = (a - b) / duration_s
+
+    status = _generator_status(settings.samples_dir, start_s, end_s)
+    for message in sorted(status["setup_errors"]):
+        notes.append(message)
+    arrivals = measured.completed + sum(measured.errors_by_code.values())
+    late_share = status["late"] / arrivals if arrivals else 0.0
+    saturated = bool(
+        status["cpu_warning"] or (busiest is not None and busiest >= SATURATED_PERCENT) or late_share > 0.01
+    )
+    if status["late"]:
+        notes.append(f"{status['late']} open-loop arrivals were sent late (generator behind schedule)")
+    if status["dropped"]:
+        notes.append(f"{status['dropped']} open-loop arrivals were dropped at the in-flight cap")
+    import os
+
+    cpu = CpuUsage(
+        server_cores=server_cores,
+        generator_cores=generator_cores,
+        generator_max_process_percent=busiest,
+        generator_saturated=saturated,
+        machine_cores=os.cpu_count(),
+    )
+    gpu = scrape.gpu_usage([s for s in snapshots[start_i : end_i + 1] if s is not None])
+    return StepOutcome(
+        started_at_s=first_s,
+        measured=measured,
+        windows=windows,
+        stable=stable,
+        server=server,
+        cpu=cpu,
+        gpu=gpu,
+        notes=notes,
+        late_arrivals=int(status["late"]),
+        dropped_arrivals=int(status["dropped"]),
+    )
