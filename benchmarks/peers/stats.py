@@ -164,6 +164,18 @@ def check_targets(
     return verdicts
 
 
+def choose_settings(candidates: list[dict[str, Any]]) -> int:
+    """Index of the best sweep entry: the highest throughput at concurrency 32 among the entries whose
+    p50 at concurrency 1 is within 20% (+0.2 ms) of the best p50 seen, so no server buys throughput
+    with a batching window that slows the single-client case."""
+    usable = [i for i, c in enumerate(candidates) if c.get("c1_p50_s") and c.get("c32_throughput_rps")]
+    if not usable:
+        return 0
+    best_p50 = min(candidates[i]["c1_p50_s"] for i in usable)
+    allowed = [i for i in usable if candidates[i]["c1_p50_s"] <= best_p50 * 1.2 + 0.0002]
+    return max(allowed, key=lambda i: candidates[i]["c32_throughput_rps"])
+
+
 def summary_to_json(summary: Mapping[str, Mapping[int, Mapping[str, Spread]]]) -> dict[str, Any]:
     """JSON form: concurrency keys become strings, NaN becomes null."""
     return {
@@ -228,7 +240,7 @@ def format_table(
                     f"{'':>4}  {reference}/{peer}: throughput {r['throughput']:.2f}x, "
                     f"p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x"
                 )
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _fmt(s: Spread, scale: float, digits: int) -> str:
