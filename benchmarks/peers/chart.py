@@ -16,6 +16,7 @@ def plot(summary: Mapping[str, Mapping[int, Mapping[str, Spread]]], path: Path, 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     order = (
@@ -40,6 +41,8 @@ def plot(summary: Mapping[str, Mapping[int, Mapping[str, Spread]]], path: Path, 
     left.set_ylim(bottom=0)
     right.set_ylabel("client latency, ms")
     right.set_yscale("log")
+    right.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    right.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     left.legend(fontsize=8)
     right.legend(fontsize=7, ncol=2)
     fig.suptitle(title, fontsize=10)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import re
 import subprocess
 import sys
@@ -203,7 +204,11 @@ def locust_point(
         str(out),
     ]
     record: dict[str, Any] = {"server": server.name, "users": users, "command": " ".join(cmd[1:])}
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=duration_s * 4 + 120)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=duration_s * 4 + 120
+    )
     if done.returncode != 0:
         record["error"] = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         return record

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+for _path in (HERE, HERE.parent.parent):  # the harness modules, then servescope's own packages
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import chart  # noqa: E402
 import harness  # noqa: E402

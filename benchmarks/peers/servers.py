@@ -76,6 +76,9 @@ def _command(
     env.setdefault("PYTHONUNBUFFERED", "1")
     ready = workdir / "ready.json"
     if name == "servescope":
+        # The repository root on the path, so `server` imports even from an editable install made
+        # before the package existed.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
         cmd = [
             str(Path(sys.executable).parent / "servescope"),
             "serve",
