@@ -118,6 +118,20 @@ def _delta_by(before: Snapshot, after: Snapshot, name: str, label: str, **labels
     return {k: a[k] - b.get(k, 0.0) for k in sorted(a)}
 
 
+def _bucket_keys(buckets: dict[str, float]) -> dict[str, float]:
+    """Upper bounds as results.py writes them ("1", "2", ..., "+Inf"), in increasing order."""
+
+    def bound(key: str) -> float:
+        return float(key.replace("+Inf", "inf"))
+
+    out: dict[str, float] = {}
+    for key in sorted(buckets, key=bound):
+        value = bound(key)
+        name = "+Inf" if value == float("inf") else (str(int(value)) if value.is_integer() else f"{value:g}")
+        out[name] = buckets[key]
+    return out
+
+
 def _servescope_deltas(before: Snapshot, after: Snapshot, model: str) -> ServerDeltas:
     def d(name: str) -> float:
         return _delta(before, after, name, model=model)
@@ -132,7 +146,9 @@ def _servescope_deltas(before: Snapshot, after: Snapshot, model: str) -> ServerD
         compute_count=d("servescope_compute_duration_seconds_count"),
         compute_s_sum=d("servescope_compute_duration_seconds_sum"),
         batch_size_sum=d("servescope_batch_size_sum"),
-        batch_size_buckets=_delta_by(before, after, "servescope_batch_size_bucket", "le", model=model),
+        batch_size_buckets=_bucket_keys(
+            _delta_by(before, after, "servescope_batch_size_bucket", "le", model=model)
+        ),
         rejected=_delta_by(before, after, "servescope_requests_rejected_total", "reason", model=model),
         requests_by_code=_delta_by(before, after, "servescope_requests_total", "code", model=model),
         source="servescope",
@@ -166,6 +182,16 @@ def _triton_deltas(before: Snapshot, after: Snapshot, model: str) -> ServerDelta
         requests_by_code=by_code,
         source="triton",
     )
+
+
+def model_label(snapshot: Snapshot | None, model: str, label: str) -> str | None:
+    """A label of servescope_model_info for `model` (e.g. precision, provider), if the server exports it."""
+    if snapshot is None:
+        return None
+    for name, labels, _value in snapshot.samples:
+        if name == "servescope_model_info" and labels.get("model") == model and label in labels:
+            return labels[label]
+    return None
 
 
 def process_cpu_seconds(snapshot: Snapshot) -> float | None:

@@ -1,0 +1,444 @@
+"""Run a load campaign: every server setting x model x client batch size x load level, one step each.
+
+Python API (used by `servescope campaign` and by the demo):
+
+    run_campaign(config, output, model_repository=None, target=None, metrics_url=None, progress=print)
+
+`config` is a CampaignConfig, a path to a YAML file, or an already parsed dict. Without `target` the
+campaign starts `servescope serve` itself (port 0, --ready-file) from `model_repository` (default
+`models`) once per server setting and stops it afterwards; with `target` (and `metrics_url`) it
+measures that running server, which may be any KServe v2 server, once with its own settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import shutil
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtest import scrape
+from loadtest.campaign_config import (
+    CampaignConfig,
+    LoadLevel,
+    ServerSetting,
+    load_campaign_config,
+    parse_campaign_config,
+)
+from loadtest.locust_run import LocustSettings
+from loadtest.machine import machine_info, peak_probe
+from loadtest.runner import StepFailed, StepOutcome, StepTiming, run_step
+from loadtest.server_proc import ManagedServer, ServerStartError, start_server
+from servescope import results
+from servescope.repository import ModelEntry, RepositoryError, list_models
+from servescope.results import CampaignInfo, CpuUsage, LoadSpec, ServerSettings, StepRecord
+
+# Error codes that are measurements of an overloaded server, not a broken target (on_error ignores them).
+OVERLOAD_CODES = frozenset({"RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "CLIENT_DROPPED"})
+
+
+class CampaignError(RuntimeError):
+    """The campaign cannot start or go on (bad repository, output in the way, server will not start)."""
+
+
+class CampaignInterrupted(Exception):
+    """Ctrl-C or SIGTERM: finished steps are on disk and campaign.json says interrupted."""
+
+    def __init__(self, folder: Path, done: int, total: int) -> None:
+        super().__init__(f"interrupted after {done} of {total} steps; finished steps are in {folder}")
+        self.folder, self.done, self.total = folder, done, total
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class StepContext:
+    """What a step record needs besides the measurement."""
+
+    index: int
+    model: str
+    precision: str | None
+    batch_size: int
+    level: LoadLevel
+    arrival: str
+    workers: int
+    settings: ServerSettings
+    warmup_s: float
+
+
+def build_record(ctx: StepContext, outcome: StepOutcome, samples_file: str | None) -> StepRecord:
+    measured = outcome.measured
+    load = LoadSpec(
+        mode=ctx.level.mode,
+        users=ctx.level.users,
+        rate_rps=ctx.level.rate_rps,
+        arrival=ctx.arrival if ctx.level.mode == "open" else None,
+        workers=ctx.workers,
+    )
+    return StepRecord(
+        step_index=ctx.index,
+        model=ctx.model,
+        precision=ctx.precision,
+        client_batch_size=ctx.batch_size,
+        load=load,
+        server_settings=ctx.settings,
+        started_at=dt.datetime.fromtimestamp(outcome.started_at_s, dt.timezone.utc).isoformat(
+            timespec="milliseconds"
+        ),
+        warmup_s=ctx.warmup_s,
+        duration_s=measured.duration_s,
+        completed=measured.completed,
+        errors_by_code=dict(measured.errors_by_code),
+        requests_per_s=measured.throughput_rps,
+        inferences_per_s=measured.inferences / measured.duration_s if measured.duration_s > 0 else 0.0,
+        latency_s=outcome.latency(),
+        stable=outcome.stable,
+        windows=outcome.windows,
+        server=outcome.server,
+        cpu=outcome.cpu,
+        gpu=outcome.gpu,
+        samples_file=samples_file,
+        note="; ".join(outcome.notes) or None,
+    )
+
+
+def failed_record(ctx: StepContext, note: str) -> StepRecord:
+    """A step that could not be measured at all: no requests, the reason in `note`."""
+    return StepRecord(
+        step_index=ctx.index,
+        model=ctx.model,
+        precision=ctx.precision,
+        client_batch_size=ctx.batch_size,
+        load=LoadSpec(ctx.level.mode, ctx.level.users, ctx.level.rate_rps, None, ctx.workers),
+        server_settings=ctx.settings,
+        started_at=now_iso(),
+        warmup_s=ctx.warmup_s,
+        duration_s=0.0,
+        completed=0,
+        errors_by_code={},
+        requests_per_s=0.0,
+        inferences_per_s=0.0,
+        latency_s=None,
+        stable=False,
+        windows=[],
+        server=None,
+        cpu=CpuUsage(None, None, None, False),
+        gpu=None,
+        note=note,
+    )
+
+
+def save_samples(outcome: StepOutcome, folder: Path, index: int) -> str:
+    """The measured interval's OK latencies (seconds, float64) as samples/step-NNN.npy."""
+    relative = f"{results.SAMPLES_DIR}/step-{index:03d}.npy"
+    (folder / results.SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+    np.save(folder / relative, outcome.measured.ok_latencies_s.astype(np.float64))
+    return relative
+
+
+def step_summary(record: StepRecord) -> str:
+    p99 = f"p99 {record.latency_s.p99 * 1e3:.1f} ms" if record.latency_s else "no answer"
+    text = (
+        f"{record.requests_per_s:.1f} req/s ({record.inferences_per_s:.1f} inf/s), {p99}, "
+        f"{'stable' if record.stable else 'not stable'}"
+    )
+    if record.errors_by_code:
+        text += f", errors {record.errors_by_code}"
+    if record.cpu.generator_saturated:
+        text += ", LOAD GENERATOR SATURATED"
+    return text
+
+
+def target_failed(record: StepRecord) -> bool:
+    """Errors that say the target is broken or gone (not overload codes), or no measurement at all."""
+    if record.duration_s == 0.0:
+        return True
+    return any(code not in OVERLOAD_CODES for code in record.errors_by_code)
+
+
+def server_settings_for(
+    setting: ServerSetting | None, entry: ModelEntry | None, device: str | None, server: str
+) -> ServerSettings:
+    """The effective settings: the campaign's value where given, else the model's config.pbtxt."""
+    if setting is None:
+        return ServerSettings(server=server, device=device)
+    config = entry.config if entry is not None else None
+    batching_cfg = config.dynamic_batching if config is not None else None
+    instances = None
+    if config is not None and len(config.instance_group):
+        instances = int(config.instance_group[0].count) or None
+
+    def pick(value: int | None, fallback: int | None) -> int | None:
+        return value if value is not None else fallback
+
+    return ServerSettings(
+        batching=setting.batching,
+        max_batch_size=pick(setting.max_batch_size, int(config.max_batch_size) if config else None),
+        max_queue_delay_us=pick(
+            setting.max_queue_delay_us,
+            int(batching_cfg.max_queue_delay_microseconds) if batching_cfg is not None else None,
+        ),
+        preferred_batch_sizes=list(batching_cfg.preferred_batch_size) if batching_cfg is not None else [],
+        max_queue_size=pick(
+            setting.max_queue_size,
+            int(batching_cfg.default_queue_policy.max_queue_size) if batching_cfg is not None else None,
+        ),
+        instances=pick(setting.instances, instances),
+        device=device or setting.device,
+        server=server,
+    )
+
+
+def device_from_metrics(snapshot: scrape.Snapshot | None, model: str) -> str | None:
+    provider = scrape.model_label(snapshot, model, "provider")
+    if provider is None:
+        return None
+    return "cuda" if ("cuda" in provider.lower() or "tensorrt" in provider.lower()) else "cpu"
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C, so one cleanup path handles both."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _resolve_config(config: CampaignConfig | Path | str | dict[str, Any]) -> CampaignConfig:
+    if isinstance(config, CampaignConfig):
+        return config
+    if isinstance(config, dict):
+        return parse_campaign_config(config)
+    return load_campaign_config(config)
+
+
+def prepare_output(output: Path) -> None:
+    if (output / results.CAMPAIGN_FILE).exists() or (output / results.STEPS_FILE).exists():
+        raise CampaignError(f"--output {output}: already holds a campaign; choose a new folder or delete it")
+    output.mkdir(parents=True, exist_ok=True)
+
+
+def models_from_repository(repository: Path, models: list[str]) -> dict[str, ModelEntry]:
+    try:
+        entries = {e.name: e for e in list_models(repository)}
+    except RepositoryError as exc:
+        raise CampaignError(f"--model-repository {repository}: {exc}") from exc
+    missing = [m for m in models if m not in entries]
+    if missing:
+        raise CampaignError(
+            f"models: {missing} not in --model-repository {repository} (has {sorted(entries)})"
+        )
+    return {m: entries[m] for m in models}
+
+
+def run_campaign(
+    config: CampaignConfig | Path | str | dict[str, Any],
+    output: Path,
+    model_repository: Path | None = None,
+    target: str | None = None,
+    metrics_url: str | None = None,
+    progress: Callable[[str], None] = print,
+) -> Path:
+    """Run the campaign and write output/campaign.json and output/steps.jsonl; returns output.
+
+    Raises:
+        CampaignConfigError: invalid configuration (before any load is sent).
+        CampaignError: the repository, output folder or server are not usable.
+        CampaignInterrupted: Ctrl-C or SIGTERM; what was finished is on disk.
+    """
+    cfg = _resolve_config(config)
+    output = Path(output)
+    if metrics_url and not target:
+        raise CampaignError("--metrics-url needs --target (the server whose metrics these are)")
+    embedded = target is None
+    entries: dict[str, ModelEntry] = {}
+    if embedded:
+        repository = Path(model_repository or "models")
+        entries = models_from_repository(repository, cfg.models)
+    elif model_repository is not None:
+        with contextlib.suppress(CampaignError):
+            entries = models_from_repository(Path(model_repository), cfg.models)
+    prepare_output(output)
+
+    servers: list[ServerSetting | None] = list(cfg.servers) if embedded else [None]
+    total = cfg.step_count(len(servers))
+    progress(f"campaign {cfg.name!r}: {total} steps, probing this machine first")
+    info = CampaignInfo(
+        name=cfg.name,
+        started_at=now_iso(),
+        config=cfg.raw,
+        machine=machine_info(),
+        objective=cfg.objective(),
+        target={"grpc": target, "metrics_url": metrics_url, "embedded": embedded},
+        models={name: dict(entry.metadata) for name, entry in entries.items()},
+        peak=peak_probe(),
+    )
+    results.write_campaign(info, output)
+    done = 0
+    with sigterm_as_interrupt():
+        try:
+            done = _run_steps(cfg, output, entries, servers, target, metrics_url, progress, total)
+        except KeyboardInterrupt:
+            info.interrupted = True
+            info.finished_at = now_iso()
+            results.write_campaign(info, output)
+            raise CampaignInterrupted(output, _count_steps(output), total) from None
+    info.finished_at = now_iso()
+    results.write_campaign(info, output)
+    progress(f"campaign {cfg.name!r}: {done} of {total} steps recorded in {output}")
+    return output
+
+
+def _count_steps(output: Path) -> int:
+    path = output / results.STEPS_FILE
+    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
+
+
+def _run_steps(
+    cfg: CampaignConfig,
+    output: Path,
+    entries: dict[str, ModelEntry],
+    servers: list[ServerSetting | None],
+    target: str | None,
+    metrics_url: str | None,
+    progress: Callable[[str], None],
+    total: int,
+) -> int:
+    timing = StepTiming(
+        warmup_s=cfg.warmup_s,
+        window_s=cfg.window_s,
+        max_step_s=cfg.max_duration_s,
+        stability_percent=cfg.stability_percent,
+        stable_windows=cfg.stable_windows,
+    )
+    index = 0
+    for server_number, setting in enumerate(servers):
+        managed: ManagedServer | None = None
+        try:
+            for model in cfg.models:
+                for batch_size in cfg.client_batch_sizes:
+                    for level in cfg.load_levels():
+                        if setting is not None and (managed is None or not managed.alive()):
+                            if managed is not None:
+                                progress(f"server exited (code {managed.proc.returncode}); starting it again")
+                            managed = _start(output, entries, cfg, setting, server_number, progress)
+                        step_target = managed.target if managed else target
+                        step_metrics = managed.metrics_url if managed else metrics_url
+                        record = _one_step(
+                            cfg, output, entries, setting, model, batch_size, level, index, total,
+                            timing, step_target, step_metrics, managed, progress,
+                        )  # fmt: skip
+                        results.append_step(record, output)
+                        progress(f"step {index + 1}/{total} done: {step_summary(record)}")
+                        index += 1
+                        if cfg.on_error == "stop" and target_failed(record):
+                            progress(
+                                f"step {index}/{total} failed ({record.note or record.errors_by_code}); "
+                                "stopping as on_error: stop asks"
+                            )
+                            return index
+        finally:
+            if managed is not None:
+                managed.stop()
+    return index
+
+
+def _start(
+    output: Path,
+    entries: dict[str, ModelEntry],
+    cfg: CampaignConfig,
+    setting: ServerSetting,
+    number: int,
+    progress: Callable[[str], None],
+) -> ManagedServer:
+    repository = next(iter(entries.values())).path.parent
+    progress(f"starting servescope serve ({setting.label()})")
+    try:
+        return start_server(repository, cfg.models, setting, output / "server", f"server-{number}")
+    except ServerStartError as exc:
+        raise CampaignError(str(exc)) from exc
+
+
+def _one_step(
+    cfg: CampaignConfig,
+    output: Path,
+    entries: dict[str, ModelEntry],
+    setting: ServerSetting | None,
+    model: str,
+    batch_size: int,
+    level: LoadLevel,
+    index: int,
+    total: int,
+    timing: StepTiming,
+    target: str | None,
+    metrics_url: str | None,
+    managed: ManagedServer | None,
+    progress: Callable[[str], None],
+) -> StepRecord:
+    entry = entries.get(model)
+    metadata = entry.metadata if entry is not None else {}
+    snapshot = scrape.try_scrape(metrics_url)
+    source = (scrape.source_of(snapshot) if snapshot else None) or ("servescope" if managed else "unknown")
+    settings = server_settings_for(setting, entry, device_from_metrics(snapshot, model), source)
+    precision = metadata.get("precision") or scrape.model_label(snapshot, model, "precision")
+    ctx = StepContext(
+        index, model, precision, batch_size, level, cfg.arrival, cfg.workers, settings, cfg.warmup_s
+    )  # fmt: skip
+    label = f"step {index + 1}/{total} {model} batch {batch_size} {level.label()}"
+    if setting is not None:
+        label += f" [{setting.label()}]"
+    progress(f"{label}: warming up {cfg.warmup_s:g} s")
+    max_token = (metadata.get("inputs") or {}).get("tokens", {}).get("max_value")
+    raw_dir = output / ".raw" / f"step-{index:03d}"
+    locust_settings = LocustSettings(
+        target=target or "",
+        model=model,
+        samples_dir=raw_dir,
+        mode=level.mode,
+        users=level.users,
+        rate_rps=level.rate_rps,
+        arrival=cfg.arrival,
+        batch_size=batch_size,
+        workers=cfg.workers,
+        payload=cfg.payload,
+        seed=cfg.seed + index,
+        timeout_s=cfg.timeout_s,
+        max_inflight=cfg.max_inflight,
+        max_token=max_token if isinstance(max_token, int) else None,
+    )
+    try:
+        outcome = run_step(
+            locust_settings,
+            timing,
+            output / "locust",
+            f"step-{index:03d}",
+            metrics_url=metrics_url,
+            server_pid=managed.pid if managed else None,
+            progress=progress,
+            label=label,
+        )
+    except StepFailed as exc:
+        return failed_record(ctx, f"load generator failed: {exc}")
+    finally:
+        shutil.rmtree(raw_dir, ignore_errors=True)
+    if managed is not None and not managed.alive():
+        outcome.notes.append(f"server exited during the step (code {managed.proc.returncode})")
+    return build_record(ctx, outcome, save_samples(outcome, output, index))

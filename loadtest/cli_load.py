@@ -1,0 +1,106 @@
+"""`servescope load`: one headless Locust test against a running server, written as a one-step campaign.
+
+The output folder holds campaign.json and steps.jsonl (servescope.results, one StepRecord), the
+measured latencies in samples/, and Locust's own reports in locust/ (CSV, HTML, JSON, logs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from servescope.errors import CommandError, UsageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", required=True, help="HOST:PORT of the KServe v2 gRPC server")
+    parser.add_argument("--model", required=True, help="model name to send requests to")
+    load = parser.add_mutually_exclusive_group(required=True)
+    load.add_argument("--users", type=int, help="closed loop: concurrent users, each waiting for its answer")
+    load.add_argument("--rate", type=float, help="open loop: target request rate in requests/s")
+    parser.add_argument("--duration-s", type=float, required=True, help="measured time in seconds")
+    parser.add_argument("--warmup-s", type=float, default=2.0, help="warm-up before measuring, seconds")
+    parser.add_argument("--batch-size", type=int, default=1, help="samples per request (client batch size)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="Locust worker processes on this machine (0: one process)"
+    )
+    parser.add_argument("--output", type=Path, required=True, help="folder to write (must be new)")
+    parser.add_argument(
+        "--metrics-url", default=None, help="the server's Prometheus URL, for server-side deltas"
+    )
+    parser.add_argument(
+        "--arrival", choices=["constant", "poisson"], default="poisson", help="open-loop arrival process"
+    )
+    parser.add_argument(
+        "--max-inflight",
+        type=int,
+        default=1000,
+        help="open loop: outstanding requests per generator process before arrivals are dropped",
+    )
+    parser.add_argument(
+        "--payload",
+        choices=["auto", "tokens", "random"],
+        default="auto",
+        help="tokens: synthetic reviews; random: random values; auto: tokens for a [-1, L] integer input",
+    )
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="per-request gRPC deadline, seconds")
+    parser.add_argument("--seed", type=int, default=0, help="payload seed")
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=None,
+        help="optional: repository to read the model's metadata.json from (precision, token range)",
+    )
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.users is not None and args.users < 1:
+        raise UsageError(f"--users {args.users}: must be at least 1")
+    if args.rate is not None and args.rate <= 0:
+        raise UsageError(f"--rate {args.rate:g}: must be greater than 0 requests/s")
+    if args.duration_s <= 0:
+        raise UsageError(f"--duration-s {args.duration_s:g}: must be greater than 0")
+    if args.warmup_s < 0:
+        raise UsageError(f"--warmup-s {args.warmup_s:g}: must not be negative")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.workers < 0:
+        raise UsageError(f"--workers {args.workers}: must not be negative")
+    if args.max_inflight < 1:
+        raise UsageError(f"--max-inflight {args.max_inflight}: must be at least 1")
+    if ":" not in args.target:
+        raise UsageError(f"--target {args.target!r}: expected HOST:PORT")
+
+
+def run(args: argparse.Namespace) -> int:
+    from loadtest.single import LoadRequest, run_load
+
+    _check(args)
+    request = LoadRequest(
+        target=args.target,
+        model=args.model,
+        users=args.users,
+        rate_rps=args.rate,
+        duration_s=args.duration_s,
+        warmup_s=args.warmup_s,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        arrival=args.arrival,
+        max_inflight=args.max_inflight,
+        payload=args.payload,
+        timeout_s=args.timeout_s,
+        seed=args.seed,
+        metrics_url=args.metrics_url,
+        model_repository=args.model_repository,
+    )
+    from loadtest.campaign import CampaignError, CampaignInterrupted
+
+    try:
+        run_load(request, args.output, progress=lambda line: print(line, flush=True))
+    except CampaignInterrupted as exc:
+        print(f"servescope load: {exc}", file=sys.stderr)
+        return 130
+    except CampaignError as exc:
+        raise CommandError(str(exc)) from exc
+    return 0

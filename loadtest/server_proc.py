@@ -1,0 +1,116 @@
+"""Start and stop `servescope serve` for a campaign (port 0, --ready-file), in its own process group."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtest import procs
+from loadtest.campaign_config import ServerSetting
+
+READY_TIMEOUT_S = 180.0
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or did not become ready in time; the message carries its last log lines."""
+
+
+@dataclass
+class ManagedServer:
+    proc: subprocess.Popen[bytes]
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace_s: float = 20.0) -> int | None:
+        """SIGTERM (the server drains and exits 0), then SIGKILL the group after grace_s."""
+        return procs.stop_group(self.proc, signal.SIGTERM, grace_s)
+
+
+def serve_args(repository: Path, models: list[str], setting: ServerSetting, ready_file: Path) -> list[str]:
+    args = [
+        procs.python(),
+        "-m",
+        "servescope.cli",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--ready-file",
+        str(ready_file),
+    ]
+    for model in models:
+        args += ["--model", model]
+    if not setting.batching:
+        args.append("--no-batching")
+    flags = {
+        "--max-batch-size": setting.max_batch_size,
+        "--max-queue-delay-us": setting.max_queue_delay_us,
+        "--max-queue-size": setting.max_queue_size,
+        "--instances": setting.instances,
+        "--intra-op-threads": setting.intra_op_threads,
+        "--device": setting.device,
+    }
+    for flag, value in flags.items():
+        if value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def start_server(
+    repository: Path, models: list[str], setting: ServerSetting, work_dir: Path, name: str
+) -> ManagedServer:
+    """Start the server and wait until its ready file appears (every model loaded and warmed up)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ready_file = work_dir / f"{name}.ready.json"
+    ready_file.unlink(missing_ok=True)
+    log_path = work_dir / f"{name}.log"
+    proc = procs.spawn(serve_args(repository, models, setting, ready_file), log_path)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerStartError(
+                f"servescope serve exited with code {proc.returncode} before it was ready:\n{_tail(log_path)}"
+            )
+        if ready_file.is_file():
+            try:
+                ready = json.loads(ready_file.read_text())
+                return ManagedServer(proc, int(ready["grpc_port"]), int(ready["metrics_port"]), log_path)
+            except (ValueError, KeyError):
+                pass  # written atomically, but be patient with a foreign writer
+        time.sleep(0.1)
+    procs.stop_group(proc, signal.SIGTERM, 5.0)
+    raise ServerStartError(
+        f"servescope serve was not ready within {READY_TIMEOUT_S:.0f} s:\n{_tail(log_path)}"
+    )

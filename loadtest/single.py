@@ -1,0 +1,147 @@
+"""One load test (`servescope load`) written in the campaign format, so `servescope analyze` reads it too."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loadtest import scrape
+from loadtest.campaign import (
+    CampaignError,
+    CampaignInterrupted,
+    StepContext,
+    build_record,
+    device_from_metrics,
+    models_from_repository,
+    now_iso,
+    prepare_output,
+    save_samples,
+    server_settings_for,
+    sigterm_as_interrupt,
+    step_summary,
+)
+from loadtest.campaign_config import LoadLevel
+from loadtest.locust_run import LocustSettings
+from loadtest.machine import machine_info, peak_probe
+from loadtest.runner import StepFailed, StepTiming, run_step
+from servescope import results
+from servescope.results import CampaignInfo
+
+WINDOWS = 3
+
+
+@dataclass
+class LoadRequest:
+    target: str
+    model: str
+    users: int | None
+    rate_rps: float | None
+    duration_s: float
+    warmup_s: float = 2.0
+    batch_size: int = 1
+    workers: int = 0
+    arrival: str = "poisson"
+    max_inflight: int = 1000
+    payload: str = "auto"
+    timeout_s: float = 30.0
+    seed: int = 0
+    metrics_url: str | None = None
+    model_repository: Path | None = None
+    stability_percent: float = 10.0
+
+
+def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None] = print) -> Path:
+    """Run one fixed-length test (three windows of duration_s / 3) and write output/ as a campaign."""
+    if (request.users is None) == (request.rate_rps is None):
+        raise CampaignError("give exactly one of users (closed loop) or rate_rps (open loop)")
+    output = Path(output)
+    metadata: dict[str, Any] = {}
+    if request.model_repository is not None:
+        entries = models_from_repository(request.model_repository, [request.model])
+        metadata = dict(entries[request.model].metadata)
+    prepare_output(output)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(request).items()}
+    info = CampaignInfo(
+        name="load",
+        started_at=now_iso(),
+        config=config,
+        machine=machine_info(),
+        objective={"percentile": "p99", "latency_s": 0.05},
+        target={"grpc": request.target, "metrics_url": request.metrics_url, "embedded": False},
+        models={request.model: metadata} if metadata else {},
+        peak=peak_probe(),
+    )
+    results.write_campaign(info, output)
+    level = (
+        LoadLevel("closed", users=request.users)
+        if request.users is not None
+        else LoadLevel("open", rate_rps=request.rate_rps)
+    )
+    snapshot = scrape.try_scrape(request.metrics_url)
+    source = (scrape.source_of(snapshot) if snapshot else None) or "unknown"
+    settings = server_settings_for(None, None, device_from_metrics(snapshot, request.model), source)
+    precision = metadata.get("precision") or scrape.model_label(snapshot, request.model, "precision")
+    ctx = StepContext(
+        0, request.model, precision, request.batch_size, level, request.arrival, request.workers, settings,
+        request.warmup_s,
+    )  # fmt: skip
+    max_token = (metadata.get("inputs") or {}).get("tokens", {}).get("max_value")
+    raw_dir = output / ".raw"
+    locust_settings = LocustSettings(
+        target=request.target,
+        model=request.model,
+        samples_dir=raw_dir,
+        mode=level.mode,
+        users=request.users,
+        rate_rps=request.rate_rps,
+        arrival=request.arrival,
+        batch_size=request.batch_size,
+        workers=request.workers,
+        payload=request.payload,
+        seed=request.seed,
+        timeout_s=request.timeout_s,
+        max_inflight=request.max_inflight,
+        max_token=max_token if isinstance(max_token, int) else None,
+    )
+    timing = StepTiming(
+        warmup_s=request.warmup_s,
+        window_s=request.duration_s / WINDOWS,
+        max_step_s=request.duration_s,
+        stability_percent=request.stability_percent,
+        stable_windows=WINDOWS,
+        fixed=True,
+    )
+    label = f"{request.model} batch {request.batch_size} {level.label()}"
+    progress(f"{label}: warming up {request.warmup_s:g} s, then measuring {request.duration_s:g} s")
+    with sigterm_as_interrupt():
+        try:
+            outcome = run_step(
+                locust_settings,
+                timing,
+                output / "locust",
+                "locust",
+                metrics_url=request.metrics_url,
+                progress=progress,
+                label=label,
+            )
+        except StepFailed as exc:
+            raise CampaignError(f"load test of {request.model!r} at {request.target} failed: {exc}") from exc
+        except KeyboardInterrupt:
+            info.interrupted = True
+            info.finished_at = now_iso()
+            results.write_campaign(info, output)
+            raise CampaignInterrupted(output, 0, 1) from None
+        finally:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(raw_dir)
+    record = build_record(ctx, outcome, save_samples(outcome, output, 0))
+    results.append_step(record, output)
+    info.finished_at = now_iso()
+    results.write_campaign(info, output)
+    progress(f"{label}: {step_summary(record)}; results in {output}")
+    return output
