@@ -1,0 +1,256 @@
+"""Server lifecycle: load and warm up, listen (gRPC + metrics HTTP), become ready, drain, stop.
+
+`Server(options)` is usable in-process (tests, the load tester, the demo): `await server.start()`
+returns the bound ports, `await server.stop()` drains and stops. `serve(options)` runs it until
+SIGTERM or SIGINT for the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from server.batcher import BatchSettings
+from server.core import DataPlane
+from server.gpu import gpu_count
+from server.http import MetricsHttpServer
+from server.metrics import ServerMetrics
+from server.model import CPU, ModelRunner, RuntimeOptions
+from server.servicer import InferenceServicer
+from servescope.protocol import POOL, SERVICE_NAME
+from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
+from servescope.protocol import model_config_pb2 as mc
+from servescope.repository import ModelEntry, RepositoryError, list_models
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Everything `servescope serve` can be told. None means "as config.pbtxt says"."""
+
+    model_repository: Path
+    models: tuple[str, ...] = ()
+    host: str = "0.0.0.0"
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    device: str = "auto"
+    max_batch_size: int | None = None
+    max_queue_delay_us: int | None = None
+    batching: bool = True
+    max_queue_size: int | None = None
+    instances: int | None = None
+    intra_op_threads: int = 0
+    grace_period_s: float = 30.0
+    ready_file: Path | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    extra_grpc_options: tuple[tuple[str, int], ...] = field(default=())
+
+
+def batch_settings(config: mc.ModelConfig, options: ServerOptions) -> BatchSettings:
+    """A model's batching settings: config.pbtxt, then the command-line overrides."""
+    max_batch_size = options.max_batch_size or int(config.max_batch_size)
+    has_batcher = config.HasField("dynamic_batching")
+    dynamic = config.dynamic_batching
+    delay_us = options.max_queue_delay_us
+    if delay_us is None:
+        delay_us = int(dynamic.max_queue_delay_microseconds)
+    queue_size = options.max_queue_size
+    if queue_size is None:
+        queue_size = int(dynamic.default_queue_policy.max_queue_size)
+    instances = options.instances or sum(group.count for group in config.instance_group) or 1
+    preferred = tuple(sorted({int(s) for s in dynamic.preferred_batch_size if 0 < s <= max_batch_size}))
+    batching = options.batching and (has_batcher or options.max_queue_delay_us is not None)
+    return BatchSettings(
+        max_batch_size=max_batch_size,
+        max_queue_delay_us=delay_us,
+        preferred_batch_sizes=preferred,
+        max_queue_size=queue_size,
+        max_concurrent_batches=instances,
+        batching=batching,
+    )
+
+
+def write_ready_file(path: Path, grpc_port: int, metrics_port: int) -> None:
+    """{"grpc_port", "metrics_port", "pid"} as JSON, written atomically (rename) so readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps({"grpc_port": grpc_port, "metrics_port": metrics_port, "pid": os.getpid()})
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        handle.write(payload + "\n")
+    os.replace(handle.name, path)
+
+
+class Server:
+    """One servescope server: models, gRPC service, health, reflection, metrics HTTP."""
+
+    def __init__(self, options: ServerOptions, registry: CollectorRegistry | None = None) -> None:
+        self.options = options
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = ServerMetrics(self.registry)
+        self.core = DataPlane(self.metrics)
+        self.grpc_port = 0
+        self.metrics_port = 0
+        self._live = False
+        self._grpc: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._http = MetricsHttpServer(self.registry, lambda: self._live, lambda: self.core.ready)
+        self._stopped = False
+
+    def _select(self) -> list[ModelEntry]:
+        entries = list_models(self.options.model_repository)
+        if not self.options.models:
+            return entries
+        by_name = {entry.name: entry for entry in entries}
+        unknown = [name for name in self.options.models if name not in by_name]
+        if unknown:
+            raise RepositoryError(
+                f"{self.options.model_repository}: --model {unknown[0]!r} is not in the repository "
+                f"(has {sorted(by_name)})"
+            )
+        return [by_name[name] for name in dict.fromkeys(self.options.models)]
+
+    async def start(self) -> tuple[int, int]:
+        """Listen, load and warm up every model, then turn ready; returns (grpc_port, metrics_port)."""
+        options = self.options
+        entries = self._select()
+        await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", options.max_message_bytes),
+                ("grpc.max_send_message_length", options.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+                *options.extra_grpc_options,
+            ]
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.core, lambda: self._live), self._grpc
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        services = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(services, self._grpc, pool=POOL)
+        address = f"{options.host}:{options.grpc_port}"
+        try:
+            if options.tls_cert or options.tls_key:
+                if not (options.tls_cert and options.tls_key):
+                    raise ValueError("--tls-cert and --tls-key must be given together")
+                credentials = grpc.ssl_server_credentials(
+                    [(options.tls_key.read_bytes(), options.tls_cert.read_bytes())]
+                )
+                self.grpc_port = self._grpc.add_secure_port(address, credentials)
+            else:
+                self.grpc_port = self._grpc.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
+        await self._grpc.start()
+        self.metrics_port = await self._http.start(options.host, options.metrics_port)
+        self._live = True
+        log.info("listening: gRPC %s:%d, metrics http://%s:%d/metrics", options.host, self.grpc_port,
+                 options.host, self.metrics_port)  # fmt: skip
+        try:
+            await self._load(entries)
+        except BaseException:
+            await self._abort_start()
+            raise
+        self.core.ready = True
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        if options.ready_file is not None:
+            write_ready_file(options.ready_file, self.grpc_port, self.metrics_port)
+        log.info("ready: %d model(s) loaded and warmed up", len(self.core.models))
+        return self.grpc_port, self.metrics_port
+
+    async def _load(self, entries: list[ModelEntry]) -> None:
+        options = self.options
+        loop = asyncio.get_running_loop()
+        if options.device == "auto" and await loop.run_in_executor(None, gpu_count) == 0:
+            log.info("device auto: NVML finds no GPU, running on %s", CPU)
+        for entry in entries:
+            settings = batch_settings(entry.config, options)
+            runtime = RuntimeOptions(
+                options.device, options.intra_op_threads, settings.max_concurrent_batches
+            )
+            runner = await loop.run_in_executor(None, ModelRunner, entry, None, runtime)
+            warm_sizes = {1, settings.max_batch_size, *settings.preferred_batch_sizes}
+            await loop.run_in_executor(None, runner.warm_up, sorted(warm_sizes))
+            self.core.add_model(runner, settings)
+            log.info(
+                "model %s version %s on %s: max_batch_size %d, batching %s, delay %d us, preferred %s, "
+                "max_queue_size %d, instances %d",
+                entry.name, runner.version, runner.provider, settings.max_batch_size,
+                "on" if settings.batching else "off", settings.max_queue_delay_us,
+                list(settings.preferred_batch_sizes), settings.max_queue_size,
+                settings.max_concurrent_batches,
+            )  # fmt: skip
+
+    async def _abort_start(self) -> None:
+        """Release the ports and the models loaded so far after a failed start."""
+        self._stopped = True
+        if self._grpc is not None:
+            await self._grpc.stop(grace=None)
+        self._live = False
+        await self._http.stop()
+        await self.core.close()
+
+    async def stop(self, grace_s: float | None = None) -> bool:
+        """Drain: not ready, new requests UNAVAILABLE, accepted ones finish (up to grace_s); then stop.
+
+        Returns True when every accepted request finished within the grace period.
+        """
+        if self._stopped:
+            return True
+        self._stopped = True
+        grace_s = self.options.grace_period_s if grace_s is None else grace_s
+        self.core.draining = True
+        self.core.ready = False
+        await self._health.enter_graceful_shutdown()
+        drained = await self.core.drain(grace_s)
+        if not drained:
+            log.warning("grace period of %.1f s over with requests still running", grace_s)
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        self._live = False
+        await self._http.stop()
+        await self.core.close()
+        return drained
+
+
+def serve(options: ServerOptions) -> int:
+    """Run a server until SIGTERM or SIGINT, then drain and return the exit code (0)."""
+
+    async def main() -> int:
+        server = Server(options)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        start = loop.create_task(server.start())
+        waiter = loop.create_task(stop.wait())
+        done, _ = await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if start in done:
+            start.result()  # raise a startup error
+            await waiter
+        else:
+            start.cancel()
+            await asyncio.gather(start, return_exceptions=True)
+        log.info("signal received: draining (grace period %.1f s)", options.grace_period_s)
+        drained = await server.stop()
+        log.info("stopped (%s)", "all accepted requests answered" if drained else "grace period expired")
+        return 0
+
+    return asyncio.run(main())

@@ -1,0 +1,324 @@
+"""Dynamic batching: requests queue per model and run together, up to max_batch_size samples.
+
+One future per request; a batch concatenates its requests' inputs once, runs, and fans the output rows
+back by offset. A failed batch fails only the futures in it. Cancelled requests and requests whose
+deadline passed are dropped before a batch is formed, so they are never computed.
+
+When a batch can run (an execution slot is free), the scheduler waits at most `max_queue_delay_us`
+after the oldest queued request arrived for company, and closes the batch earlier once it holds the
+largest preferred batch size (or max_batch_size) samples. Requests that waited for a slot are already
+past their delay and leave with the next free slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.errors import DeadlineExpired, InvalidInput, Overloaded, Unavailable
+
+Execute = Callable[[list[np.ndarray]], Awaitable[Sequence[np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How one model batches. Sizes count samples except max_queue_size, which counts requests."""
+
+    max_batch_size: int
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 0  # 0: unbounded
+    max_concurrent_batches: int = 1
+    batching: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "max_queue_delay_us", "max_queue_size", "max_concurrent_batches"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+        if not isinstance(self.batching, bool):
+            raise TypeError(f"batching must be a bool, got {self.batching!r}")
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_queue_delay_us < 0:
+            raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+        if self.max_queue_size < 0:
+            raise ValueError(f"max_queue_size must be >= 0 (0 is unbounded), got {self.max_queue_size}")
+        if self.max_concurrent_batches < 1:
+            raise ValueError(f"max_concurrent_batches must be >= 1, got {self.max_concurrent_batches}")
+        for size in self.preferred_batch_sizes:
+            if not isinstance(size, int) or isinstance(size, bool):
+                raise TypeError(f"preferred_batch_sizes must hold ints, got {size!r}")
+            if not 1 <= size <= self.max_batch_size:
+                raise ValueError(
+                    f"preferred batch size {size} is outside 1..max_batch_size ({self.max_batch_size})"
+                )
+
+    @property
+    def target_batch_size(self) -> int:
+        """The batch size at which a batch closes without waiting out the delay."""
+        return max(self.preferred_batch_sizes, default=self.max_batch_size)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one request gets back: its own output rows and where its time went."""
+
+    outputs: list[np.ndarray]
+    queue_s: float
+    compute_s: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """One executed batch, for metrics and statistics."""
+
+    batch_size: int
+    request_count: int
+    compute_s: float
+    ok: bool
+
+
+@dataclass
+class _Pending:
+    inputs: Sequence[np.ndarray]
+    samples: int
+    future: asyncio.Future[BatchOutcome]
+    enqueued_s: float
+    deadline_s: float | None
+
+    @property
+    def row_shape(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(array.shape[1:] for array in self.inputs)
+
+
+class Batcher:
+    """The queue and scheduler of one model.
+
+    Args:
+        name: the model name, used in error messages.
+        execute: runs one batch (a list of input arrays, batch dim first) off the event loop and returns
+            the outputs, batch dim first.
+        settings: batching settings.
+        on_batch: called once per executed batch.
+        on_drop: called with "cancelled" or "deadline" for each request dropped before compute.
+        clock: seconds, monotonic; a parameter so that tests can reason about time.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        execute: Execute,
+        settings: BatchSettings,
+        *,
+        on_batch: Callable[[BatchReport], None] | None = None,
+        on_drop: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._execute = execute
+        self._on_batch = on_batch or (lambda report: None)
+        self._on_drop = on_drop or (lambda reason: None)
+        self._clock = clock
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queued_samples = 0
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.max_concurrent_batches)
+        self._running: set[asyncio.Task[None]] = set()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting in the queue (not yet in a running batch)."""
+        return len(self._queue)
+
+    @property
+    def running_batches(self) -> int:
+        return len(self._running)
+
+    async def submit(self, inputs: Sequence[np.ndarray], deadline_s: float | None = None) -> BatchOutcome:
+        """Queue one request (every input with the same batch dim first) and wait for its outputs.
+
+        Raises:
+            Overloaded: the queue is full; the request was not queued.
+            DeadlineExpired: `deadline_s` (on this batcher's clock) passed before compute.
+            InvalidInput: the request holds more samples than max_batch_size.
+        """
+        if self._closed:
+            raise Unavailable(f"model {self.name!r} is shutting down")
+        samples = int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 1
+        if not 1 <= samples <= self.settings.max_batch_size:
+            raise InvalidInput(
+                f"model {self.name!r}: batch size {samples} is outside 1..max_batch_size "
+                f"({self.settings.max_batch_size})"
+            )
+        limit = self.settings.max_queue_size
+        if limit and len(self._queue) >= limit:
+            raise Overloaded(
+                f"model {self.name!r}: queue full ({len(self._queue)} requests, max_queue_size {limit})"
+            )
+        if self._scheduler is None:
+            self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
+        future: asyncio.Future[BatchOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(inputs, samples, future, self._clock(), deadline_s))
+        self._queued_samples += samples
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Stop scheduling; queued requests fail with Unavailable, running batches finish."""
+        self._closed = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(Unavailable(f"model {self.name!r} is shutting down"))
+        self._queued_samples = 0
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _schedule(self) -> None:
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._slots.acquire()
+            try:
+                batch = await self._collect()
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _collect(self) -> list[_Pending]:
+        """Wait (at most the queue delay of the oldest request) for a batch worth running, and take it."""
+        settings = self.settings
+        delay_s = settings.max_queue_delay_us / 1e6
+        target = settings.target_batch_size
+        loop = asyncio.get_running_loop()
+        while True:
+            self._drop_dead()
+            if not self._queue:
+                return []
+            if not settings.batching:
+                return [self._pop()]
+            if self._queued_samples >= target:
+                break
+            remaining_s = self._queue[0].enqueued_s + delay_s - self._clock()
+            if remaining_s <= 0:
+                break
+            self._wakeup.clear()
+            timer = loop.call_later(remaining_s, self._wakeup.set)
+            try:
+                await self._wakeup.wait()
+            finally:
+                timer.cancel()
+        batch = [self._pop()]
+        total = batch[0].samples
+        # Requests combine when the batch has room and their non-batch dims match (variable dims).
+        shape = batch[0].row_shape
+        while (
+            self._queue
+            and total + self._queue[0].samples <= settings.max_batch_size
+            and self._queue[0].row_shape == shape
+        ):
+            total += self._queue[0].samples
+            batch.append(self._pop())
+        return batch
+
+    def _pop(self) -> _Pending:
+        pending = self._queue.popleft()
+        self._queued_samples -= pending.samples
+        return pending
+
+    def _drop_dead(self) -> None:
+        """Remove cancelled requests and fail those whose deadline has passed."""
+        now = self._clock()
+        if not any(
+            p.future.done() or (p.deadline_s is not None and p.deadline_s <= now) for p in self._queue
+        ):
+            return
+        alive: collections.deque[_Pending] = collections.deque()
+        for pending in self._queue:
+            # The deadline comes first: gRPC cancels a call whose deadline passed, and that is a deadline.
+            if pending.deadline_s is not None and pending.deadline_s <= now:
+                self._queued_samples -= pending.samples
+                if not pending.future.done():
+                    waited_s = now - pending.enqueued_s
+                    pending.future.set_exception(
+                        DeadlineExpired(
+                            f"model {self.name!r}: deadline passed after {waited_s:.6f} s in the queue, "
+                            "request dropped before compute"
+                        )
+                    )
+                self._on_drop("deadline")
+            elif pending.future.done():
+                self._queued_samples -= pending.samples
+                self._on_drop("cancelled")
+            else:
+                alive.append(pending)
+        self._queue = alive
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        start_s = self._clock()
+        total = sum(p.samples for p in batch)
+        released = False
+        try:
+            if len(batch) == 1:
+                inputs = list(batch[0].inputs)
+            else:
+                inputs = [np.concatenate([p.inputs[i] for p in batch]) for i in range(len(batch[0].inputs))]
+            outputs = await self._execute(inputs)
+            compute_s = self._clock() - start_s
+            for output in outputs:
+                if output.shape[:1] != (total,):
+                    raise RuntimeError(
+                        f"model {self.name!r}: output with shape {output.shape} for a batch of {total}"
+                    )
+            self._slots.release()
+            released = True
+        except BaseException as exc:
+            compute_s = self._clock() - start_s
+            failure = (
+                exc if isinstance(exc, Exception) else Unavailable(f"model {self.name!r} is shutting down")
+            )
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(failure)
+            self._on_batch(BatchReport(total, len(batch), compute_s, ok=False))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            if not released:
+                self._slots.release()
+        offset = 0
+        for pending in batch:
+            end = offset + pending.samples
+            if not pending.future.done():
+                pending.future.set_result(
+                    BatchOutcome(
+                        outputs=[output[offset:end] for output in outputs],
+                        queue_s=start_s - pending.enqueued_s,
+                        compute_s=compute_s,
+                        batch_size=total,
+                    )
+                )
+            offset = end
+        self._on_batch(BatchReport(total, len(batch), compute_s, ok=True))

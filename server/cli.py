@@ -1,0 +1,203 @@
+"""`servescope serve`: flags (each with a SERVESCOPE_<FLAG> environment default) -> ServerOptions -> serve.
+
+Nothing heavy is imported here at module level: ONNX Runtime loads only when the server starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from servescope.errors import CommandError, UsageError
+
+ENV_PREFIX = "SERVESCOPE_"
+
+
+def _env(flag: str, default: str | None) -> str | None:
+    """The default of --flag: SERVESCOPE_FLAG from the environment when set, else the built-in one."""
+    return os.environ.get(ENV_PREFIX + flag.upper().replace("-", "_"), default)
+
+
+def _env_bool(flag: str) -> bool:
+    value = _env(flag, "") or ""
+    if value.lower() in ("", "0", "false", "no", "off"):
+        return False
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    raise UsageError(f"{ENV_PREFIX}{flag.upper().replace('-', '_')}={value!r}: expected true or false")
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is outside 0..65535")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a non-negative number of seconds")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The serve flags. Every default can come from SERVESCOPE_<FLAG> (e.g. SERVESCOPE_GRPC_PORT)."""
+    add = parser.add_argument
+    add(
+        "--model-repository",
+        type=Path,
+        default=_env("model-repository", None),
+        help="model repository folder (Triton layout plus metadata.json); required",
+    )
+    models = _env("model", None)
+    add(
+        "--model",
+        action="append",
+        dest="models",
+        default=models.split(",") if models else None,
+        metavar="NAME",
+        help="serve only this model (repeatable); None: every model of the repository",
+    )
+    add("--host", default=_env("host", "0.0.0.0"), help="address to listen on for gRPC and metrics HTTP")
+    add("--grpc-port", type=_port, default=_env("grpc-port", "8001"), help="gRPC port (0: pick a free one)")
+    add(
+        "--metrics-port",
+        type=_port,
+        default=_env("metrics-port", "8002"),
+        help="HTTP port for /metrics, /healthz, /readyz (0: pick a free one)",
+    )
+    add(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default=_env("device", "auto"),
+        help="auto: CUDA when NVML finds a GPU and the CUDA provider comes up, else CPU",
+    )
+    add(
+        "--max-batch-size",
+        type=_positive,
+        default=_env("max-batch-size", None),
+        help="samples per batch; None: config.pbtxt max_batch_size",
+    )
+    add(
+        "--max-queue-delay-us",
+        type=_non_negative,
+        default=_env("max-queue-delay-us", None),
+        help="microseconds a request may wait for company once a batch could run "
+        "(None: config.pbtxt dynamic_batching)",
+    )
+    add(
+        "--no-batching",
+        action="store_true",
+        default=_env_bool("no-batching"),
+        help="run every request as its own batch (for comparisons)",
+    )
+    add(
+        "--max-queue-size",
+        type=_non_negative,
+        default=_env("max-queue-size", None),
+        help="requests queued per model before RESOURCE_EXHAUSTED, 0 unbounded "
+        "(None: config.pbtxt default_queue_policy)",
+    )
+    add(
+        "--instances",
+        type=_positive,
+        default=_env("instances", None),
+        help="concurrent batch executions per model; None: config.pbtxt instance_group count",
+    )
+    add(
+        "--intra-op-threads",
+        type=_non_negative,
+        default=_env("intra-op-threads", "0"),
+        help="ONNX Runtime threads per execution (0: CPU cores / instances)",
+    )
+    add(
+        "--grace-period-s",
+        type=_seconds,
+        default=_env("grace-period-s", "30"),
+        help="seconds to finish accepted requests after SIGTERM/SIGINT",
+    )
+    add(
+        "--ready-file",
+        type=Path,
+        default=_env("ready-file", None),
+        help="write {grpc_port, metrics_port, pid} as JSON here once every model is ready",
+    )
+    add(
+        "--max-message-bytes",
+        type=_positive,
+        default=_env("max-message-bytes", str(64 * 1024 * 1024)),
+        help="largest gRPC message received or sent, in bytes (larger: RESOURCE_EXHAUSTED)",
+    )
+    add(
+        "--tls-cert",
+        type=Path,
+        default=_env("tls-cert", None),
+        help="PEM certificate chain: serve gRPC over TLS",
+    )
+    add("--tls-key", type=Path, default=_env("tls-key", None), help="PEM private key for --tls-cert")
+
+
+def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions (imported lazily)
+    """Check the flags that argparse cannot, and build ServerOptions."""
+    from server.app import ServerOptions
+
+    if args.model_repository is None:
+        raise UsageError("--model-repository is required (or set SERVESCOPE_MODEL_REPOSITORY)")
+    if not Path(args.model_repository).is_dir():
+        raise UsageError(f"--model-repository {args.model_repository}: no such folder")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key must be given together")
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{flag} {path}: no such file")
+    return ServerOptions(
+        model_repository=Path(args.model_repository),
+        models=tuple(args.models or ()),
+        host=args.host,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        device=args.device,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+        batching=not args.no_batching,
+        max_queue_size=args.max_queue_size,
+        instances=args.instances,
+        intra_op_threads=args.intra_op_threads,
+        grace_period_s=args.grace_period_s,
+        ready_file=args.ready_file,
+        max_message_bytes=args.max_message_bytes,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from server.app import serve
+    from server.model import DeviceError
+    from servescope.repository import RepositoryError
+
+    options = options_from_args(args)
+    try:
+        return serve(options)
+    except RepositoryError as exc:
+        raise UsageError(str(exc)) from exc
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    except (DeviceError, OSError) as exc:
+        raise CommandError(str(exc)) from exc

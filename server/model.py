@@ -1,0 +1,215 @@
+"""One model on ONNX Runtime: device choice, session options, warm-up, and batch execution off the loop.
+
+Execution runs in a ThreadPoolExecutor with one worker per instance (concurrent batch executions) over
+one shared InferenceSession; ONNX Runtime releases the GIL while it computes, so the event loop keeps
+serving the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from server.gpu import gpu_count
+from servescope.protocol import model_config_pb2 as mc
+from servescope.repository import ModelEntry, RepositoryError
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+# Triton data types -> (KServe v2 datatype name, numpy dtype).
+DATATYPES: dict[int, tuple[str, np.dtype[Any]]] = {
+    mc.TYPE_BOOL: ("BOOL", np.dtype(np.bool_)),
+    mc.TYPE_UINT8: ("UINT8", np.dtype(np.uint8)),
+    mc.TYPE_UINT16: ("UINT16", np.dtype(np.uint16)),
+    mc.TYPE_UINT32: ("UINT32", np.dtype(np.uint32)),
+    mc.TYPE_UINT64: ("UINT64", np.dtype(np.uint64)),
+    mc.TYPE_INT8: ("INT8", np.dtype(np.int8)),
+    mc.TYPE_INT16: ("INT16", np.dtype(np.int16)),
+    mc.TYPE_INT32: ("INT32", np.dtype(np.int32)),
+    mc.TYPE_INT64: ("INT64", np.dtype(np.int64)),
+    mc.TYPE_FP16: ("FP16", np.dtype(np.float16)),
+    mc.TYPE_FP32: ("FP32", np.dtype(np.float32)),
+    mc.TYPE_FP64: ("FP64", np.dtype(np.float64)),
+}
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used (for example --device cuda without a working GPU)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output as the config declares it (dims without the batch dim)."""
+
+    name: str
+    datatype: str
+    dtype: np.dtype[Any]
+    dims: tuple[int, ...]
+    min_value: float | None = None
+    max_value: float | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How sessions run: device ("auto", "cpu", "cuda"), threads, concurrent batch executions."""
+
+    device: str = "auto"
+    intra_op_threads: int = 0  # 0: cores / instances
+    instances: int = 1
+
+
+def default_intra_op_threads(instances: int) -> int:
+    """Cores shared among the concurrent executions, at least one thread each."""
+    return max(1, (os.cpu_count() or 1) // max(1, instances))
+
+
+def tensor_specs(entry: ModelEntry) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input and output specs from config.pbtxt, with value ranges from metadata.json `inputs`."""
+    ranges = entry.metadata.get("inputs", {}) if isinstance(entry.metadata.get("inputs"), dict) else {}
+
+    def spec(tensor: mc.ModelInput | mc.ModelOutput, value_range: dict[str, Any]) -> TensorSpec:
+        if tensor.data_type not in DATATYPES:
+            raise RepositoryError(
+                f"{entry.path}: tensor {tensor.name!r} has unsupported data_type "
+                f"{mc.DataType.Name(tensor.data_type)}"
+            )
+        datatype, dtype = DATATYPES[tensor.data_type]
+        low, high = value_range.get("min_value"), value_range.get("max_value")
+        return TensorSpec(tensor.name, datatype, dtype, tuple(int(d) for d in tensor.dims), low, high)
+
+    inputs = [
+        spec(t, ranges.get(t.name, {}) if isinstance(ranges.get(t.name), dict) else {})
+        for t in entry.config.input
+    ]
+    outputs = [spec(t, {}) for t in entry.config.output]
+    if not inputs or not outputs:
+        raise RepositoryError(f"{entry.path}: config.pbtxt must declare at least one input and one output")
+    return inputs, outputs
+
+
+def create_session(path: str, device: str, intra_op_threads: int) -> tuple[Any, str]:
+    """An InferenceSession on the chosen device and the provider it really runs on.
+
+    CUDA is only requested when NVML finds a GPU: onnxruntime-gpu claims CUDA even without one and
+    then logs errors and silently runs on the CPU. The truth is session.get_providers() afterwards.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning intra-op threads would steal the cores that the gRPC threads and the event loop need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    want_cuda = device in ("auto", "cuda") and gpu_count() > 0
+    if device == "cuda" and not want_cuda:
+        raise DeviceError("--device cuda: NVML finds no GPU on this machine")
+    if want_cuda:
+        if hasattr(ort, "preload_dlls"):
+            try:
+                ort.preload_dlls()
+            except Exception as exc:  # missing CUDA wheels: the provider check below decides
+                log.debug("onnxruntime.preload_dlls failed: %s", exc)
+        session = _session(ort, path, options, [CUDA, CPU])
+        if session.get_providers()[0] == CUDA:
+            return session, CUDA
+        if device == "cuda":
+            raise DeviceError(f"--device cuda: the CUDA execution provider did not come up for {path}")
+        log.warning("a GPU is present but the CUDA execution provider did not come up: using the CPU")
+    return _session(ort, path, options, [CPU]), CPU
+
+
+def _session(ort: Any, path: str, options: Any, providers: list[str]) -> Any:
+    try:
+        return ort.InferenceSession(path, sess_options=options, providers=providers)
+    except Exception as exc:  # ONNX Runtime's own error types: a broken or unsupported model file
+        raise RepositoryError(f"{path}: ONNX Runtime cannot load the model: {exc}") from exc
+
+
+class ModelRunner:
+    """A loaded model: runs batches on a thread pool of `instances` workers."""
+
+    def __init__(self, entry: ModelEntry, version: int | None, options: RuntimeOptions) -> None:
+        """Load a version of the model, the highest when None (blocking: call it off the event loop)."""
+        if not entry.versions:
+            raise RepositoryError(f"{entry.path}: model {entry.name!r} has no version folder")
+        version = max(entry.versions) if version is None else version
+        if entry.config.max_batch_size < 1:
+            raise RepositoryError(
+                f"{entry.path}: max_batch_size {entry.config.max_batch_size}: models without a batch "
+                "dimension are not supported"
+            )
+        self.entry = entry
+        self.name = entry.name
+        self.version = version
+        self.inputs, self.outputs = tensor_specs(entry)
+        self.max_batch_size = int(entry.config.max_batch_size)
+        threads = options.intra_op_threads or default_intra_op_threads(options.instances)
+        path = entry.model_file(version)
+        if not path.is_file():
+            raise RepositoryError(f"{path}: model file not found")
+        self.session, self.provider = create_session(str(path), options.device, threads)
+        session_inputs = {i.name for i in self.session.get_inputs()}
+        session_outputs = {o.name for o in self.session.get_outputs()}
+        missing = [s.name for s in self.inputs if s.name not in session_inputs] + [
+            s.name for s in self.outputs if s.name not in session_outputs
+        ]
+        if missing:
+            raise RepositoryError(f"{path}: config.pbtxt names tensors the ONNX model lacks: {missing}")
+        self._input_names = [s.name for s in self.inputs]
+        self._output_names = [s.name for s in self.outputs]
+        self._executor = ThreadPoolExecutor(
+            max_workers=options.instances, thread_name_prefix=f"ort-{self.name}"
+        )
+        self._run_sync = self._run_io_binding if self.provider == CUDA else self._run_plain
+
+    @property
+    def precision(self) -> str:
+        return str(self.entry.metadata.get("precision", "unknown"))
+
+    def _run_plain(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self._output_names, dict(zip(self._input_names, inputs, strict=True)))
+
+    def _run_io_binding(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """CUDA: bind host inputs and outputs so ONNX Runtime copies once each way (untested on a GPU)."""
+        binding = self.session.io_binding()
+        for name, array in zip(self._input_names, inputs, strict=True):
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self._output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
+    def run_sync(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One batch, on the calling thread (for warm-up and in-process measurement)."""
+        return self._run_sync(inputs)
+
+    async def run(self, inputs: list[np.ndarray]) -> Sequence[np.ndarray]:
+        """One batch on the model's thread pool; the event loop is free meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run_sync, inputs)
+
+    def sample_inputs(self, batch_size: int) -> list[np.ndarray]:
+        """Inputs of a batch size filled with each input's lowest valid value (zeros by default)."""
+        arrays = []
+        for spec in self.inputs:
+            shape = (batch_size, *(d if d > 0 else 1 for d in spec.dims))
+            arrays.append(np.full(shape, spec.min_value or 0, dtype=spec.dtype))
+        return arrays
+
+    def warm_up(self, batch_sizes: Sequence[int]) -> None:
+        """Run each batch size once so that the first real requests do not pay for allocation."""
+        for size in sorted(set(batch_sizes)):
+            self.run_sync(self.sample_inputs(size))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
