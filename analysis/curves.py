@@ -1,0 +1,149 @@
+"""Throughput against latency, one curve per series (a model variant under one configuration).
+
+A series is every step that differs only in offered load (users or rate): same model, client batch
+size, load mode and server settings. Its points are ordered by offered load.
+
+The knee is the last point before latency starts to grow faster than throughput: the first segment
+where the relative growth of the objective's latency percentile exceeds the relative growth of
+throughput (and exceeds KNEE_MIN_LATENCY_GROWTH, so that noise on a flat curve is not a knee). Beyond it,
+more load buys mostly latency. The best point is the highest throughput (inferences/s) among unflagged
+steps whose latency percentile meets the objective.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from analysis.load import describe_load
+from servescope.results import StepRecord
+
+KNEE_MIN_LATENCY_GROWTH = 0.10
+PERCENTILES = ("p50", "p90", "p95", "p99", "p999", "max", "mean")
+
+
+@dataclass
+class Objective:
+    percentile: str  # one of PERCENTILES
+    latency_s: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.percentile} <= {self.latency_s * 1e3:g} ms"
+
+
+@dataclass
+class Point:
+    step_index: int
+    offered_load: float  # users, or requests/s for open loop
+    requests_per_s: float
+    inferences_per_s: float
+    latency_s: float  # at the objective's percentile
+    meets_objective: bool
+    trusted: bool
+
+
+@dataclass
+class Curve:
+    series: str
+    model: str
+    points: list[Point]
+    knee_step_index: int | None = None  # None: latency never outgrew throughput
+    best_step_index: int | None = None  # None: no trusted step met the objective
+    best_inferences_per_s: float | None = None
+    best_requests_per_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def saturated(self) -> bool:
+        return self.knee_step_index is not None
+
+
+def objective_from(raw: dict) -> Objective:
+    percentile = str(raw.get("percentile", "p99"))
+    if percentile not in PERCENTILES:
+        percentile = "p99"
+    latency_s = float(raw.get("latency_s", 0.05))
+    return Objective(percentile, latency_s)
+
+
+def latency_at(step: StepRecord, percentile: str) -> float:
+    assert step.latency_s is not None
+    return float(getattr(step.latency_s, percentile))
+
+
+def offered_load(step: StepRecord) -> float:
+    return float(step.load.users if step.load.mode == "closed" else step.load.rate_rps)
+
+
+def series_label(step: StepRecord) -> str:
+    settings = step.server_settings
+    if settings.batching is False or (settings.max_batch_size is not None and settings.max_batch_size <= 1):
+        batching = "batching off"
+    else:
+        batching = f"batching max {settings.max_batch_size}, delay {settings.max_queue_delay_us} us"
+    parts = [step.model, batching]
+    if settings.instances:
+        parts.append(f"{settings.instances} instance{'s' if settings.instances != 1 else ''}")
+    if settings.device:
+        parts.append(settings.device)
+    if settings.server != "servescope":
+        parts.append(settings.server)
+    parts.append(f"client batch {step.client_batch_size}")
+    parts.append("open loop" if step.load.mode == "open" else "closed loop")
+    return ", ".join(parts)
+
+
+def group_series(steps: list[StepRecord]) -> dict[str, list[StepRecord]]:
+    """Steps by series label, each list ordered by offered load (then step index)."""
+    groups: dict[str, list[StepRecord]] = defaultdict(list)
+    for step in steps:
+        groups[series_label(step)].append(step)
+    return {
+        label: sorted(group, key=lambda s: (offered_load(s), s.step_index)) for label, group in groups.items()
+    }
+
+
+def find_knee(points: list[Point]) -> int | None:
+    for before, after in itertools.pairwise(points):
+        if before.inferences_per_s <= 0 or before.latency_s <= 0:
+            continue
+        throughput_growth = after.inferences_per_s / before.inferences_per_s - 1
+        latency_growth = after.latency_s / before.latency_s - 1
+        if latency_growth > KNEE_MIN_LATENCY_GROWTH and latency_growth > throughput_growth:
+            return before.step_index
+    return None
+
+
+def build_curve(label: str, steps: list[StepRecord], objective: Objective, untrusted: set[int]) -> Curve:
+    points = []
+    for step in steps:
+        latency_s = latency_at(step, objective.percentile)
+        points.append(
+            Point(
+                step_index=step.step_index,
+                offered_load=offered_load(step),
+                requests_per_s=step.requests_per_s,
+                inferences_per_s=step.inferences_per_s,
+                latency_s=latency_s,
+                meets_objective=latency_s <= objective.latency_s,
+                trusted=step.step_index not in untrusted,
+            )
+        )
+    curve = Curve(series=label, model=steps[0].model, points=points, knee_step_index=find_knee(points))
+    good = [p for p in points if p.meets_objective and p.trusted]
+    if good:
+        best = max(good, key=lambda p: p.inferences_per_s)
+        curve.best_step_index = best.step_index
+        curve.best_inferences_per_s = best.inferences_per_s
+        curve.best_requests_per_s = best.requests_per_s
+    elif any(p.meets_objective for p in points):
+        curve.notes.append("only flagged steps met the objective")
+    for step in steps:
+        if step.load.mode == "open" and step.load.rate_rps and step.requests_per_s < 0.9 * step.load.rate_rps:
+            curve.notes.append(
+                f"at {describe_load(step)} the server answered only {step.requests_per_s:.1f} req/s "
+                f"({step.requests_per_s / step.load.rate_rps:.0%} of the offered rate)"
+            )
+    return curve

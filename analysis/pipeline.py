@@ -1,0 +1,271 @@
+"""analyze_campaign: read a campaign folder, work out every analysis, write the three reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis.batching import BatchingAnalysis, analyze_batching, batch_size_mean
+from analysis.consistency import Flag, check_step, littles_law_ratio
+from analysis.curves import Curve, Objective, build_curve, group_series, objective_from, series_label
+from analysis.decompose import Decomposition, decompose
+from analysis.floor import FloorEstimate, analyze_floor
+from analysis.load import Campaign, LeftOut, describe_load, load_campaign
+from analysis.quantization import Comparison, compare_variants
+from analysis.utilization import Correlation, UtilizationAnalysis, analyze_utilization
+from analysis.verdict import Context, Verdict, judge
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
+
+
+@dataclass
+class StepRow:
+    """One line of the table of steps: the measurements and what the analysis made of them."""
+
+    step_index: int
+    series: str
+    model: str
+    load: str
+    offered_load: float
+    stable: bool
+    completed: int
+    error_ratio: float
+    requests_per_s: float
+    inferences_per_s: float
+    p50_s: float
+    p99_s: float
+    p999_s: float
+    mean_s: float
+    batch_size_mean: float | None
+    decomposition: Decomposition
+    server_cores: float | None
+    generator_cores: float | None
+    gpu_utilization: float | None
+    littles_law_ratio: float | None
+    flags: list[str]
+
+
+@dataclass
+class Summary:
+    """Everything the analysis found; summary.json is this object as JSON."""
+
+    campaign: str
+    campaign_dir: str
+    output_dir: str
+    objective: Objective
+    machine: dict[str, Any]
+    interrupted: bool
+    verdicts: list[Verdict]
+    steps: list[StepRow]
+    left_out: list[LeftOut]
+    flags: list[Flag]
+    curves: list[Curve]
+    batching: BatchingAnalysis
+    quantization: list[Comparison]
+    correlations: list[Correlation]
+    floor: list[FloorEstimate]
+    notes: list[str] = field(default_factory=list)
+    prometheus_url: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = _plain(self)
+        for estimate, row in zip(self.floor, data["floor"], strict=False):
+            row.update(floor_s=estimate.floor_s, bound=estimate.bound, efficiency=estimate.efficiency)
+        for fit in data["batching"]["fits"].values():
+            fit["points"] = [
+                {"step_index": i, "batch_size_mean": b, "compute_s": c} for i, b, c in fit["points"]
+            ]
+        return data
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None  # JSON has no NaN/Infinity
+    return value
+
+
+def _apply_prometheus(campaign: Campaign, url: str, notes: list[str]) -> None:
+    from analysis.prometheus import PrometheusClient, fetch_server_deltas
+
+    client = PrometheusClient(url)
+    replaced = 0
+    for step in campaign.steps:
+        deltas = fetch_server_deltas(client, step)
+        if deltas is None:
+            notes.append(
+                f"step {step.step_index}: Prometheus has no servescope series for {step.model} in the step's "
+                "window; kept the campaign's own scrape"
+            )
+            continue
+        step.server = deltas
+        replaced += 1
+    notes.append(f"server-side figures of {replaced} of {len(campaign.steps)} steps from Prometheus at {url}")
+
+
+def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
+    """Work out every analysis of a loaded campaign (no files written)."""
+    notes: list[str] = []
+    if campaign.info.interrupted:
+        notes.append("the campaign was interrupted: only the steps it finished are here")
+    if prometheus_url:
+        _apply_prometheus(campaign, prometheus_url, notes)
+    info = campaign.info
+    objective = objective_from(info.objective or {})
+    steps = sorted(campaign.steps, key=lambda s: s.step_index)
+    decompositions = {s.step_index: decompose(s) for s in steps}
+    flags = [flag for s in steps for flag in check_step(s)]
+    untrusted = {f.step_index for f in flags}
+    series = group_series(steps)
+    curves = {label: build_curve(label, group, objective, untrusted) for label, group in series.items()}
+    batching = analyze_batching(steps, decompositions)
+    notes.extend(batching.fit_notes)
+    utilization: UtilizationAnalysis = analyze_utilization(steps, info)
+    comparisons = compare_variants(steps, curves, info)
+    floor, floor_notes = analyze_floor(steps, info)
+    notes.extend(floor_notes)
+    verdicts = []
+    for label, group in series.items():
+        context = Context(
+            curve=curves[label],
+            steps=group,
+            decompositions=decompositions,
+            flags=[f for f in flags if f.step_index in {s.step_index for s in group}],
+            batching=batching,
+            utilization=utilization.points,
+            comparisons=comparisons,
+            objective=objective,
+        )
+        verdicts.append(judge(context))
+    if not steps:
+        notes.append("no step could be analysed: see the steps left out")
+    flags_by_step: dict[int, list[str]] = {}
+    for flag in flags:
+        flags_by_step.setdefault(flag.step_index, []).append(flag.check)
+    rows = []
+    for step in steps:
+        assert step.latency_s is not None
+        point = utilization.points[step.step_index]
+        rows.append(
+            StepRow(
+                step_index=step.step_index,
+                series=series_label(step),
+                model=step.model,
+                load=describe_load(step),
+                offered_load=float(step.load.users or step.load.rate_rps or 0),
+                stable=step.stable,
+                completed=step.completed,
+                error_ratio=step.error_ratio,
+                requests_per_s=step.requests_per_s,
+                inferences_per_s=step.inferences_per_s,
+                p50_s=step.latency_s.p50,
+                p99_s=step.latency_s.p99,
+                p999_s=step.latency_s.p999,
+                mean_s=step.latency_s.mean,
+                batch_size_mean=batch_size_mean(step),
+                decomposition=decompositions[step.step_index],
+                server_cores=point.server_cores,
+                generator_cores=point.generator_cores,
+                gpu_utilization=point.gpu_utilization,
+                littles_law_ratio=littles_law_ratio(step),
+                flags=flags_by_step.get(step.step_index, []),
+            )
+        )
+    machine = dataclasses.asdict(info.machine)
+    return Summary(
+        campaign=info.name,
+        campaign_dir=str(campaign.folder),
+        output_dir="",
+        objective=objective,
+        machine=machine,
+        interrupted=info.interrupted,
+        verdicts=verdicts,
+        steps=rows,
+        left_out=campaign.left_out,
+        flags=flags,
+        curves=list(curves.values()),
+        batching=batching,
+        quantization=comparisons,
+        correlations=list(utilization.correlations.values()),
+        floor=floor,
+        notes=notes,
+        prometheus_url=prometheus_url,
+    )
+
+
+def write_reports(summary: Summary, campaign: Campaign, output: Path) -> None:
+    from analysis.report_html import render_html
+    from analysis.report_md import render_markdown
+
+    output.mkdir(parents=True, exist_ok=True)
+    summary.output_dir = str(output)
+    summary.files = {
+        "html": str(output / HTML_FILE),
+        "markdown": str(output / MARKDOWN_FILE),
+        "summary": str(output / SUMMARY_FILE),
+    }
+    _write(output / SUMMARY_FILE, json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
+    _write(output / MARKDOWN_FILE, render_markdown(summary))
+    _write(output / HTML_FILE, render_html(summary, campaign))
+
+
+def _write(path: Path, text: str) -> None:
+    """Write then rename, so a report is never seen half-written."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def analyze_campaign(campaign_dir: Path, output: Path, prometheus_url: str | None = None) -> Summary:
+    """Analyse a campaign folder and write report.html, report.md and summary.json into `output`.
+
+    Raises servescope.results.ResultsError when the folder is not a readable campaign, and
+    analysis.prometheus.PrometheusError when --prometheus-url cannot be queried.
+    """
+    campaign = load_campaign(Path(campaign_dir))
+    summary = analyze(campaign, prometheus_url)
+    write_reports(summary, campaign, Path(output))
+    log.info("analysis of %s written to %s", campaign_dir, output)
+    return summary
+
+
+def format_verdict(summary: Summary) -> str:
+    """The verdict as a few lines of plain text for the terminal."""
+    lines = [f"Campaign {summary.campaign!r}: objective {summary.objective.label}"]
+    if not summary.verdicts:
+        lines.append("  no verdict: no step could be analysed")
+    for verdict in summary.verdicts:
+        lines.append(f"- {verdict.series}")
+        lines.append(
+            f"  verdict: {verdict.title} (based on step {', '.join(map(str, verdict.based_on_steps))})"
+        )
+        for reason in verdict.reasons:
+            lines.append(f"    because {reason}")
+        for recommendation in verdict.recommendations:
+            lines.append(f"    -> {recommendation}")
+        if verdict.flagged_steps:
+            lines.append(f"    flagged steps: {', '.join(map(str, verdict.flagged_steps))}")
+    if summary.left_out:
+        lines.append(f"Left out {len(summary.left_out)} step(s):")
+        lines.extend(f"  {item.where}: {item.reason}" for item in summary.left_out)
+    for note in summary.notes:
+        lines.append(f"Note: {note}")
+    if summary.files:
+        lines.append(
+            f"Report: {summary.files['html']} (also {summary.files['markdown']}, {summary.files['summary']})"
+        )
+    return "\n".join(lines)

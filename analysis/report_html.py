@@ -1,0 +1,38 @@
+"""report.html: one self-contained page (inline CSS, inline SVG, no external URL), verdict first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from analysis.report_md import ms, num, pct, step_table
+
+if TYPE_CHECKING:
+    from analysis.load import Campaign
+    from analysis.pipeline import Summary
+
+TEMPLATE = "report.html.j2"
+
+
+def render_html(summary: Summary, campaign: Campaign | None = None) -> str:
+    import jinja2
+
+    from analysis.charts import all_charts
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(ms=ms, num=num, pct=pct)
+    header, rows = step_table(summary)
+    flagged = {row.step_index for row in summary.steps if row.flags}
+    return env.get_template(TEMPLATE).render(
+        s=summary,
+        charts=all_charts(summary),
+        step_header=header,
+        step_rows=rows,
+        flagged=flagged,
+    )

@@ -1,0 +1,237 @@
+"""report.md: the verdict and the tables, for pasting into a pull request or an issue."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from analysis.pipeline import Summary
+
+
+def ms(seconds: float | None, digits: int = 2) -> str:
+    return "" if seconds is None else f"{seconds * 1e3:.{digits}f}"
+
+
+def num(value: float | None, fmt: str = ".1f") -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.0%}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines.extend("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows)
+    return lines
+
+
+def step_table(summary: Summary) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the table of steps, shared by the Markdown and HTML reports."""
+    header = [
+        "step", "model", "load", "inf/s", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "mean ms", "errors",
+        "batch", "queue ms", "window ms", "compute ms", "rest ms", "server cores", "gen. cores", "GPU",
+        "Little", "stable", "flags",
+    ]  # fmt: skip
+    rows = []
+    for r in summary.steps:
+        d = r.decomposition
+        rows.append([
+            str(r.step_index), r.model, r.load, num(r.inferences_per_s), num(r.requests_per_s), ms(r.p50_s),
+            ms(r.p99_s), ms(r.p999_s), ms(r.mean_s), pct(r.error_ratio), num(r.batch_size_mean, ".2f"),
+            ms(d.queueing_s), ms(d.batching_delay_s), ms(d.compute_s), ms(d.rest_s),
+            num(r.server_cores, ".2f"), num(r.generator_cores, ".2f"), pct(r.gpu_utilization),
+            num(r.littles_law_ratio, ".2f"),
+            "yes" if r.stable else "no", ", ".join(r.flags),
+        ])  # fmt: skip
+    return header, rows
+
+
+def render_markdown(summary: Summary) -> str:
+    out = [f"# servescope analysis: {summary.campaign}", ""]
+    machine = summary.machine
+    out.append(
+        f"Objective: **{summary.objective.label}**. Machine: {machine.get('cpu_model')} "
+        f"({machine.get('cpu_count')} cores), GPU: {machine.get('gpu_name') or 'none'}. "
+        f"Campaign folder: `{summary.campaign_dir}`."
+    )
+    out.append("")
+    out.append("## Verdict")
+    out.append("")
+    if not summary.verdicts:
+        out.append("No verdict: no step could be analysed (see the steps left out below).")
+    for v in summary.verdicts:
+        out.append(f"### {v.series}")
+        out.append("")
+        out.append(f"**{v.title}** (based on step {', '.join(map(str, v.based_on_steps))})")
+        out.append("")
+        out.extend(f"- {reason}" for reason in v.reasons)
+        if v.recommendations:
+            out.append("")
+            out.append("Recommendations:")
+            out.append("")
+            out.extend(f"1. {rec}" for rec in v.recommendations)
+        if v.flagged_steps:
+            out.append("")
+            out.append(
+                f"Flagged steps in this series: {', '.join(map(str, v.flagged_steps))} (see Consistency)."
+            )
+        out.append("")
+    if summary.left_out:
+        out.append("## Steps left out")
+        out.append("")
+        out.extend(_table(["where", "why"], [[x.where, x.reason] for x in summary.left_out]))
+        out.append("")
+    out.append("## Throughput vs latency")
+    out.append("")
+    rows = []
+    for c in summary.curves:
+        knee = next((p for p in c.points if p.step_index == c.knee_step_index), None)
+        rows.append([
+            c.series, str(len(c.points)),
+            "none" if knee is None else f"step {knee.step_index}: {knee.inferences_per_s:.0f} inf/s",
+            "none" if c.best_step_index is None
+            else f"step {c.best_step_index}: {c.best_inferences_per_s:.0f} inf/s",
+            "; ".join(c.notes),
+        ])  # fmt: skip
+    out.extend(_table(["series", "steps", "knee", f"best within {summary.objective.label}", "notes"], rows))
+    out.append("")
+    out.append("## Batching")
+    out.append("")
+    fits = summary.batching.fits
+    if fits:
+        out.extend(
+            _table(
+                ["model", "device", "fixed ms/batch", "ms/sample", "R²", "stops paying beyond", "points"],
+                [
+                    [
+                        f.model,
+                        f.device,
+                        ms(f.fixed_s, 3),
+                        ms(f.per_sample_s, 4),
+                        num(f.r_squared, ".3f"),
+                        "" if f.stop_paying_batch is None else f"{f.stop_paying_batch:.0f} samples",
+                        str(len(f.points)),
+                    ]
+                    for f in fits.values()
+                ],
+            )
+        )
+    else:
+        out.append("No compute fit: the batch sizes did not vary enough.")
+    for finding in summary.batching.delay_findings:
+        out.append("")
+        out.append(
+            f"- Batch window at low load ({finding.series}, step {finding.step_index}): "
+            f"{ms(finding.batching_delay_s)} ms of {ms(finding.client_mean_s)} ms mean ({finding.share:.0%}) "
+            f"for batches of {finding.batch_size_mean:.2f}; "
+            f"suggested max_queue_delay_us {finding.suggested_delay_us}."
+        )
+    out.append("")
+    if summary.quantization:
+        out.append("## Precision variants")
+        out.append("")
+        for comp in summary.quantization:
+            load = "" if comp.common_load is None else f" at load {comp.common_load:g}"
+            out.append(f"Configuration: {comp.configuration} (reference {comp.reference_model}){load}")
+            out.append("")
+            out.extend(
+                _table(
+                    [
+                        "model",
+                        "precision",
+                        "size MB",
+                        "accuracy",
+                        "Δ accuracy (points)",
+                        "best inf/s",
+                        "x reference",
+                        "inf/s at load",
+                        "p50 ms",
+                        "p99 ms",
+                    ],
+                    [
+                        [
+                            r.model,
+                            r.precision or "",
+                            num(r.file_size_bytes / 1e6 if r.file_size_bytes else None, ".2f"),
+                            num(r.accuracy, ".4f"),
+                            num(r.accuracy_delta * 100 if r.accuracy_delta is not None else None, "+.2f"),
+                            num(r.best_inferences_per_s, ".0f"),
+                            num(r.throughput_ratio, ".2f"),
+                            num(r.inferences_per_s_at_load, ".0f"),
+                            ms(r.p50_s_at_load),
+                            ms(r.p99_s_at_load),
+                        ]
+                        for r in comp.rows
+                    ],
+                )
+            )
+            out.append("")
+    out.append("## Utilization")
+    out.append("")
+    out.extend(
+        _table(
+            [
+                "model",
+                "steps",
+                "r(server CPU, throughput)",
+                "r(generator CPU, throughput)",
+                "r(GPU, throughput)",
+            ],
+            [
+                [
+                    c.model,
+                    str(c.points),
+                    num(c.server_cpu_r, ".2f"),
+                    num(c.generator_cpu_r, ".2f"),
+                    num(c.gpu_r, ".2f"),
+                ]
+                for c in summary.correlations
+            ],
+        )
+    )
+    out.append("")
+    if summary.floor:
+        out.append("## Analytic floor")
+        out.append("")
+        out.extend(
+            _table(
+                ["model", "step", "batch", "floor ms", "bound", "measured ms", "efficiency", "note"],
+                [
+                    [
+                        f.model,
+                        str(f.step_index),
+                        num(f.batch_size_mean, ".2f"),
+                        ms(f.floor_s, 4),
+                        f.bound,
+                        ms(f.measured_s, 3),
+                        f"{f.efficiency:.2%}",
+                        f.note or "",
+                    ]
+                    for f in summary.floor
+                ],
+            )
+        )
+        out.append("")
+    out.append("## Consistency")
+    out.append("")
+    if summary.flags:
+        out.extend(
+            _table(
+                ["step", "check", "detail"], [[str(f.step_index), f.check, f.message] for f in summary.flags]
+            )
+        )
+    else:
+        out.append("Every step passed the checks (Little's law, error rate, stability, generator CPU).")
+    out.append("")
+    out.append("## Steps")
+    out.append("")
+    header, rows = step_table(summary)
+    out.extend(_table(header, rows))
+    out.append("")
+    if summary.notes:
+        out.append("## Notes")
+        out.append("")
+        out.extend(f"- {note}" for note in summary.notes)
+        out.append("")
+    return "\n".join(out)
