@@ -33,8 +33,8 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean((probabilities.reshape(-1) >= 0.5).astype(np.int32) == labels.reshape(-1)))
 
 
-def parameter_count(model: Any) -> int:
-    """Elements of every initializer (quantized weights count once; their scales and zero points too)."""
+def initializer_elements(model: Any) -> int:
+    """Elements of every initializer: weights plus constants, quantization scales and zero points."""
     return int(sum(int(np.prod(init.dims, dtype=np.int64)) for init in model.graph.initializer))
 
 

@@ -204,6 +204,8 @@ def export_repository(options: ExportOptions) -> list[VariantReport]:
                 "tolerance": PARITY_TOLERANCE,
             },
         }
+        # The trained model's parameters: the same for every precision (int8 adds scales, not parameters).
+        parameter_count = int(trained.model.count_params())
         reports = []
         for precision in options.variants:
             name = model_name(precision)
@@ -225,7 +227,8 @@ def export_repository(options: ExportOptions) -> list[VariantReport]:
                 "model_name": name,
                 "precision": precision,
                 "file_size_bytes": model_path.stat().st_size,
-                "parameter_count": measure.parameter_count(model),
+                "parameter_count": parameter_count,
+                "initializer_elements": measure.initializer_elements(model),
                 "weight_bytes": measure.weight_bytes(model),
                 "flops_per_sample": flops["total"],
                 "flops_by_op": {k: v for k, v in flops.items() if k != "total"},
