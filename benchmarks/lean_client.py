@@ -1,0 +1,140 @@
+"""A lean async KServe v2 gRPC load client: closed loop, pre-built requests, little client overhead.
+
+Requests are built and serialized once before the run (token ids from exporter.corpus, sent as
+raw_input_contents), and every call passes those bytes through an identity serializer, so the client
+spends its CPU on gRPC itself. Works against any KServe v2 server (servescope, Triton, MLServer).
+
+    result = asyncio.run(run_load("127.0.0.1:8001", "sentiment_fp32", concurrency=32, duration_s=10,
+                                  warmup_s=2))
+    print(result.throughput_rps, result.p50_s, result.p99_s)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from exporter.corpus import SEQUENCE_LENGTH, pad_sequences, synthetic_reviews
+from servescope.protocol import grpc_service_pb2 as pb
+
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+DISTINCT_REQUESTS = 256
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What one closed-loop run measured (only calls that started and ended inside the window)."""
+
+    completed: int
+    errors: dict[str, int]
+    duration_s: float
+    latencies_s: np.ndarray
+    batch_size: int = 1
+    concurrency: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def throughput_rps(self) -> float:
+        return self.completed / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def inferences_per_s(self) -> float:
+        return self.throughput_rps * self.batch_size
+
+    def percentile_s(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q)) if self.latencies_s.size else float("nan")
+
+    @property
+    def p50_s(self) -> float:
+        return self.percentile_s(50)
+
+    @property
+    def p99_s(self) -> float:
+        return self.percentile_s(99)
+
+
+def build_requests(
+    model: str,
+    *,
+    batch_size: int = 1,
+    input_name: str = "tokens",
+    seed: int = 0,
+    count: int = DISTINCT_REQUESTS,
+) -> list[bytes]:
+    """Serialized ModelInferRequests with `batch_size` synthetic reviews each (INT32, raw contents)."""
+    sequences, _ = synthetic_reviews(count * batch_size, seed)
+    tokens = pad_sequences(sequences, maxlen=SEQUENCE_LENGTH)
+    requests = []
+    for index in range(count):
+        rows = tokens[index * batch_size : (index + 1) * batch_size]
+        request = pb.ModelInferRequest(model_name=model, id=str(index))
+        request.inputs.add(name=input_name, datatype="INT32", shape=list(rows.shape))
+        request.raw_input_contents.append(np.ascontiguousarray(rows, dtype="<i4").tobytes())
+        requests.append(request.SerializeToString())
+    return requests
+
+
+async def run_load(
+    target: str,
+    model: str,
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    batch_size: int = 1,
+    input_name: str = "tokens",
+    seed: int = 0,
+    timeout_s: float = 30.0,
+) -> LoadResult:
+    """Keep `concurrency` calls in flight for warmup_s + duration_s; measure the last duration_s."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if duration_s <= 0:
+        raise ValueError(f"duration_s must be > 0, got {duration_s}")
+    payloads = build_requests(model, batch_size=batch_size, input_name=input_name, seed=seed)
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        infer = channel.unary_unary(
+            INFER_METHOD,
+            request_serializer=lambda raw: raw,  # already serialized
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        await channel.channel_ready()
+        start_s = time.perf_counter()
+        measure_from_s = start_s + warmup_s
+        stop_s = measure_from_s + duration_s
+        latencies: list[float] = []
+        errors: dict[str, int] = {}
+
+        async def worker(offset: int) -> None:
+            index = offset
+            while True:
+                sent_s = time.perf_counter()
+                if sent_s >= stop_s:
+                    return
+                try:
+                    await infer(payloads[index % len(payloads)], timeout=timeout_s)
+                    failed = None
+                except grpc.aio.AioRpcError as exc:
+                    failed = exc.code().name
+                done_s = time.perf_counter()
+                index += concurrency
+                if sent_s >= measure_from_s and done_s <= stop_s:
+                    if failed is None:
+                        latencies.append(done_s - sent_s)
+                    else:
+                        errors[failed] = errors.get(failed, 0) + 1
+
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return LoadResult(
+        completed=len(latencies),
+        errors=errors,
+        duration_s=duration_s,
+        latencies_s=np.asarray(latencies, dtype=np.float64),
+        batch_size=batch_size,
+        concurrency=concurrency,
+    )

@@ -1,0 +1,238 @@
+"""Serving benchmark: the in-process ONNX Runtime ceiling against servescope, batching on and off.
+
+Measures, on this machine, in one run:
+  1. in-process ONNX Runtime throughput and latency at batch sizes 1..64 (the ceiling);
+  2. served throughput and p50/p99 at concurrency 1, 8, 32, 64 with batch-1 requests, with dynamic
+     batching on and off (`servescope serve` in a child process, the lean async client in this one);
+  3. three ratios: batching on/off throughput at concurrency 32, served/in-process throughput at
+     concurrency 64, and the latency serving adds at concurrency 1 (client p50 - in-process p50, batch 1).
+Prints a table and writes JSON (benchmarks/results/serve_bench.json).
+
+    .venv/bin/python benchmarks/serve_bench.py --model-repository models
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.lean_client import LoadResult, run_load  # noqa: E402
+from exporter.corpus import pad_sequences, synthetic_reviews  # noqa: E402
+
+IN_PROCESS_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+CONCURRENCIES = (1, 8, 32, 64)
+
+
+def measure_in_process(repository: Path, model: str, seconds_per_size: float) -> list[dict[str, float]]:
+    """ONNX Runtime alone, with the server's own session options, one batch after another."""
+    from server.model import ModelRunner, RuntimeOptions
+    from servescope.repository import read_model
+
+    runner = ModelRunner(read_model(repository / model), None, RuntimeOptions(device="auto"))
+    sequences, _ = synthetic_reviews(max(IN_PROCESS_BATCH_SIZES), seed=1)
+    tokens = pad_sequences(sequences)
+    rows = []
+    try:
+        for size in IN_PROCESS_BATCH_SIZES:
+            batch = [np.ascontiguousarray(tokens[:size])]
+            for _ in range(3):
+                runner.run_sync(batch)
+            latencies = []
+            stop_s = time.perf_counter() + seconds_per_size
+            while time.perf_counter() < stop_s or len(latencies) < 5:
+                start = time.perf_counter()
+                runner.run_sync(batch)
+                latencies.append(time.perf_counter() - start)
+            p50_s = float(np.median(latencies))
+            rows.append(
+                {
+                    "batch_size": size,
+                    "p50_s": p50_s,
+                    "inferences_per_s": size * len(latencies) / float(np.sum(latencies)),
+                    "provider": runner.provider,
+                }
+            )
+    finally:
+        runner.close()
+    return rows
+
+
+class ServerProcess:
+    """`servescope serve` in a child process, ready when its ready file appears."""
+
+    def __init__(self, repository: Path, model: str, extra: list[str]) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="serve-bench-")
+        self.ready_file = Path(self._folder.name) / "ready.json"
+        command = [
+            sys.executable, "-m", "servescope.cli", "--log-level", "WARNING", "serve",
+            "--model-repository", str(repository), "--model", model, "--host", "127.0.0.1",
+            "--grpc-port", "0", "--metrics-port", "0", "--ready-file", str(self.ready_file), *extra,
+        ]  # fmt: skip
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        )
+        self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
+        deadline = time.monotonic() + 120
+        while not self.ready_file.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with code {self.process.returncode} before it was ready")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("server not ready after 120 s")
+            time.sleep(0.05)
+        self.grpc_port = json.loads(self.ready_file.read_text())["grpc_port"]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._folder.cleanup()
+
+
+def measure_served(
+    repository: Path, model: str, extra: list[str], duration_s: float, warmup_s: float
+) -> list[dict[str, Any]]:
+    server = ServerProcess(repository, model, extra)
+    rows = []
+    try:
+        for concurrency in CONCURRENCIES:
+            result: LoadResult = asyncio.run(
+                run_load(
+                    f"127.0.0.1:{server.grpc_port}", model, concurrency=concurrency, duration_s=duration_s,
+                    warmup_s=warmup_s,
+                )
+            )  # fmt: skip
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    "completed": result.completed,
+                    "errors": result.errors,
+                    "throughput_rps": result.throughput_rps,
+                    "p50_s": result.p50_s,
+                    "p99_s": result.p99_s,
+                }
+            )
+    finally:
+        server.stop()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    default_repository = Path(os.environ.get("SERVESCOPE_MODEL_REPOSITORY", "models"))
+    parser.add_argument("--model-repository", type=Path, default=default_repository,
+                        help="model repository made by `servescope export`")  # fmt: skip
+    parser.add_argument("--model", default="sentiment_fp32", help="model to measure")
+    parser.add_argument("--duration-s", type=float, default=6.0, help="measured seconds per served step")
+    parser.add_argument("--warmup-s", type=float, default=1.5, help="unmeasured seconds before each step")
+    parser.add_argument("--in-process-s", type=float, default=1.5, help="seconds per in-process batch size")
+    parser.add_argument("--max-queue-delay-us", type=int, default=None,
+                        help="batching delay for the 'on' runs (None: the model's config.pbtxt)")  # fmt: skip
+    default_output = REPO_ROOT / "benchmarks" / "results" / "serve_bench.json"
+    parser.add_argument("--output", type=Path, default=default_output, help="JSON results file")
+    args = parser.parse_args(argv)
+    if not (args.model_repository / args.model / "config.pbtxt").is_file():
+        print(
+            f"serve_bench: error: {args.model_repository / args.model}: no such model; make a repository "
+            "with `servescope export --output models` or pass --model-repository",
+            file=sys.stderr,
+        )
+        return 2
+    on_flags = (
+        [] if args.max_queue_delay_us is None else ["--max-queue-delay-us", str(args.max_queue_delay_us)]
+    )
+    started = time.time()
+    in_process = measure_in_process(args.model_repository, args.model, args.in_process_s)
+    served_on = measure_served(args.model_repository, args.model, on_flags, args.duration_s, args.warmup_s)
+    served_off = measure_served(
+        args.model_repository, args.model, ["--no-batching"], args.duration_s, args.warmup_s
+    )
+    by_conc_on = {row["concurrency"]: row for row in served_on}
+    by_conc_off = {row["concurrency"]: row for row in served_off}
+    ceiling = max(row["inferences_per_s"] for row in in_process)
+    ratios = {
+        "batching_on_off_throughput_c32": by_conc_on[32]["throughput_rps"]
+        / by_conc_off[32]["throughput_rps"],
+        "served_vs_in_process_throughput_c64": by_conc_on[64]["throughput_rps"] / ceiling,
+        "added_latency_c1_s": min(by_conc_on[1]["p50_s"], by_conc_off[1]["p50_s"]) - in_process[0]["p50_s"],
+        "added_latency_c1_batching_on_s": by_conc_on[1]["p50_s"] - in_process[0]["p50_s"],
+        "added_latency_c1_batching_off_s": by_conc_off[1]["p50_s"] - in_process[0]["p50_s"],
+    }
+    report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "model": args.model,
+        "in_process": in_process,
+        "served": {"batching_on": served_on, "batching_off": served_off},
+        "ratios": ratios,
+        "targets": {"batching_on_off_throughput_c32": ">= 3", "added_latency_c1_s": "<= 0.001"},
+        "wall_s": time.time() - started,
+    }
+    print_report(report)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"\nin-process ONNX Runtime ({report['model']}, {report['in_process'][0]['provider']})")
+    print(f"{'batch':>6} {'p50 ms':>9} {'inferences/s':>13}")
+    for row in report["in_process"]:
+        print(f"{row['batch_size']:>6} {row['p50_s'] * 1e3:>9.3f} {row['inferences_per_s']:>13.0f}")
+    print("\nserved, batch-1 requests, lean async gRPC client")
+    print(f"{'batching':>8} {'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>8}")
+    for mode, rows in report["served"].items():
+        for row in rows:
+            errors = sum(row["errors"].values())
+            print(
+                f"{mode.removeprefix('batching_'):>8} {row['concurrency']:>5} {row['throughput_rps']:>9.0f} "
+                f"{row['p50_s'] * 1e3:>8.3f} {row['p99_s'] * 1e3:>8.3f} {errors:>8}"
+            )
+    ratios = report["ratios"]
+    print("\nratios")
+    print(
+        "  batching on/off throughput at concurrency 32: "
+        f"{ratios['batching_on_off_throughput_c32']:.2f}x (target >= 3x)"
+    )
+    print(
+        "  served/in-process throughput at concurrency 64: "
+        f"{ratios['served_vs_in_process_throughput_c64']:.2f}"
+    )
+    print(
+        f"  latency added by serving at concurrency 1: {ratios['added_latency_c1_s'] * 1e3:.3f} ms "
+        "(target <= 1 ms; "
+        f"batching on {ratios['added_latency_c1_batching_on_s'] * 1e3:.3f} ms, "
+        f"off {ratios['added_latency_c1_batching_off_s'] * 1e3:.3f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
