@@ -298,11 +298,11 @@ def run_campaign(
             done = _run_steps(cfg, output, entries, servers, target, metrics_url, progress, total)
         except KeyboardInterrupt:
             info.interrupted = True
+            raise CampaignInterrupted(output, _count_steps(output), total) from None
+        finally:
             info.finished_at = now_iso()
             results.write_campaign(info, output)
-            raise CampaignInterrupted(output, _count_steps(output), total) from None
-    info.finished_at = now_iso()
-    results.write_campaign(info, output)
+            shutil.rmtree(output / ".raw", ignore_errors=True)
     progress(f"campaign {cfg.name!r}: {done} of {total} steps recorded in {output}")
     return output
 
@@ -332,20 +332,35 @@ def _run_steps(
     index = 0
     for server_number, setting in enumerate(servers):
         managed: ManagedServer | None = None
+        start_error: str | None = None
         try:
             for model in cfg.models:
                 for batch_size in cfg.client_batch_sizes:
                     for level in cfg.load_levels():
-                        if setting is not None and (managed is None or not managed.alive()):
+                        if (
+                            setting is not None
+                            and start_error is None
+                            and (managed is None or not managed.alive())
+                        ):
                             if managed is not None:
                                 progress(f"server exited (code {managed.proc.returncode}); starting it again")
-                            managed = _start(output, entries, cfg, setting, server_number, progress)
-                        step_target = managed.target if managed else target
-                        step_metrics = managed.metrics_url if managed else metrics_url
-                        record = _one_step(
-                            cfg, output, entries, setting, model, batch_size, level, index, total,
-                            timing, step_target, step_metrics, managed, progress,
-                        )  # fmt: skip
+                            try:
+                                managed = _start(output, entries, cfg, setting, server_number, progress)
+                            except ServerStartError as exc:
+                                start_error = f"server did not start: {exc}"
+                                progress(start_error)
+                                managed = None
+                        if start_error is not None:
+                            record = failed_record(
+                                _context(cfg, entries, setting, model, batch_size, level, index, None, None),
+                                start_error,
+                            )
+                        else:
+                            record = _one_step(
+                                cfg, output, entries, setting, model, batch_size, level, index, total,
+                                timing, managed.target if managed else target,
+                                managed.metrics_url if managed else metrics_url, managed, progress,
+                            )  # fmt: skip
                         results.append_step(record, output)
                         progress(f"step {index + 1}/{total} done: {step_summary(record)}")
                         index += 1
@@ -371,10 +386,29 @@ def _start(
 ) -> ManagedServer:
     repository = next(iter(entries.values())).path.parent
     progress(f"starting servescope serve ({setting.label()})")
-    try:
-        return start_server(repository, cfg.models, setting, output / "server", f"server-{number}")
-    except ServerStartError as exc:
-        raise CampaignError(str(exc)) from exc
+    return start_server(repository, cfg.models, setting, output / "server", f"server-{number}")
+
+
+def _context(
+    cfg: CampaignConfig,
+    entries: dict[str, ModelEntry],
+    setting: ServerSetting | None,
+    model: str,
+    batch_size: int,
+    level: LoadLevel,
+    index: int,
+    snapshot: scrape.Snapshot | None,
+    managed: ManagedServer | None,
+) -> StepContext:
+    entry = entries.get(model)
+    metadata = entry.metadata if entry is not None else {}
+    embedded = managed is not None or setting is not None
+    source = (scrape.source_of(snapshot) if snapshot else None) or ("servescope" if embedded else "unknown")
+    settings = server_settings_for(setting, entry, device_from_metrics(snapshot, model), source)
+    precision = metadata.get("precision") or scrape.model_label(snapshot, model, "precision")
+    return StepContext(
+        index, model, precision, batch_size, level, cfg.arrival, cfg.workers, settings, cfg.warmup_s
+    )  # fmt: skip
 
 
 def _one_step(
@@ -396,12 +430,7 @@ def _one_step(
     entry = entries.get(model)
     metadata = entry.metadata if entry is not None else {}
     snapshot = scrape.try_scrape(metrics_url)
-    source = (scrape.source_of(snapshot) if snapshot else None) or ("servescope" if managed else "unknown")
-    settings = server_settings_for(setting, entry, device_from_metrics(snapshot, model), source)
-    precision = metadata.get("precision") or scrape.model_label(snapshot, model, "precision")
-    ctx = StepContext(
-        index, model, precision, batch_size, level, cfg.arrival, cfg.workers, settings, cfg.warmup_s
-    )  # fmt: skip
+    ctx = _context(cfg, entries, setting, model, batch_size, level, index, snapshot, managed)
     label = f"step {index + 1}/{total} {model} batch {batch_size} {level.label()}"
     if setting is not None:
         label += f" [{setting.label()}]"

@@ -32,7 +32,7 @@ from servescope.results import CpuUsage, GpuUsage, LatencySummary, ServerDeltas,
 
 SATURATED_PERCENT = 90.0  # a generator process above this share of one core limits the load it offers
 FIRST_SAMPLE_TIMEOUT_S = 60.0
-READ_LAG_S = 0.5  # samples reach disk within Locust's flush interval (0.2 s) plus the slowest answer
+READ_LAG_S = 0.3  # samples reach disk within the locustfile's flush interval (0.2 s)
 
 
 @dataclass
@@ -139,6 +139,13 @@ def _sleep_until(deadline_s: float, locust: LocustRun) -> None:
         time.sleep(min(left, 0.2))
 
 
+def _boundary(metrics_url: str | None) -> tuple[float, scrape.Snapshot | None]:
+    """Scrape now; the window boundary is the middle of the scrape, so both sides count the same time."""
+    before_s = time.time()
+    snapshot = scrape.try_scrape(metrics_url)
+    return (before_s + time.time()) / 2.0, snapshot
+
+
 def _window(t: Tally) -> Window:
     return Window(
         duration_s=t.duration_s,
@@ -218,16 +225,18 @@ def _measure(
 
     generator = _CpuClock([p.pid for p in locust.processes])
     server_cpu = _CpuClock([server_pid]) if server_pid else None
-    boundaries = [first_s + timing.warmup_s]
-    _sleep_until(boundaries[0], locust)
-    snapshots = [scrape.try_scrape(metrics_url)]
+    planned_start_s = first_s + timing.warmup_s
+    _sleep_until(planned_start_s, locust)
+    boundary_s, snapshot = _boundary(metrics_url)
+    boundaries = [boundary_s]
+    snapshots = [snapshot]
     gen_times = [generator.read()]
     srv_times = [server_cpu.read() if server_cpu else {}]
     windows: list[Window] = []
     stable = False
     last_print_s = time.time()
     for k in range(1, timing.max_windows() + 1):
-        boundary = boundaries[0] + k * timing.window_s
+        boundary = planned_start_s + k * timing.window_s
         while time.time() < boundary and locust.alive():
             _sleep_until(min(boundary, time.time() + 10.0), locust)
             if time.time() - last_print_s >= 10.0 and time.time() < boundary:
@@ -236,16 +245,18 @@ def _measure(
         if not locust.alive():
             notes.append(f"load generator exited early (code {locust.main.returncode})")
             break
-        boundaries.append(boundary)
-        snapshots.append(scrape.try_scrape(metrics_url))
+        boundary_s, snapshot = _boundary(metrics_url)
+        boundaries.append(boundary_s)
+        snapshots.append(snapshot)
         gen_times.append(generator.read())
         srv_times.append(server_cpu.read() if server_cpu else {})
         time.sleep(READ_LAG_S)
         reader.poll()
-        window = _window(tally(reader.all(), boundaries[-2], boundaries[-1]))
+        counted = tally(reader.all(), boundaries[-2], boundaries[-1])
+        window = _window(counted)
         windows.append(window)
         p99 = f"{window.p99_s * 1e3:.1f} ms" if window.p99_s is not None else "n/a"
-        errors = tally(reader.all(), boundaries[-2], boundaries[-1]).errors_by_code
+        errors = counted.errors_by_code
         progress(
             f"{label}: window {k}: {window.throughput_rps:.1f} req/s, p99 {p99}"
             + (f", errors {errors}" if errors else "")
@@ -259,8 +270,9 @@ def _measure(
 
     used = min(timing.stable_windows, len(windows))
     if used == 0:
-        boundaries.append(time.time())
-        snapshots.append(scrape.try_scrape(metrics_url))
+        boundary_s, snapshot = _boundary(metrics_url)
+        boundaries.append(boundary_s)
+        snapshots.append(snapshot)
         gen_times.append(generator.read())
         srv_times.append(server_cpu.read() if server_cpu else {})
         used = 1
