@@ -193,7 +193,7 @@ def model_panels() -> list[dict]:
         _timeseries(
             "Latency percentiles (server)",
             "Server-side request duration, from arrival to response, from the histogram (objective: p99 "
-            "<= 100 ms).",
+            "<= 50 ms, as in the load campaigns).",
             [
                 (f"model:servescope_request_duration_seconds:p50_1m{{{m}}}", "p50"),
                 (f"model:servescope_request_duration_seconds:p90_1m{{{m}}}", "p90"),
