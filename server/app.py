@@ -27,9 +27,8 @@ from server.gpu import gpu_count
 from server.http import MetricsHttpServer
 from server.metrics import ServerMetrics
 from server.model import CPU, ModelRunner, RuntimeOptions
-from server.servicer import InferenceServicer
+from server.servicer import InferenceServicer, add_to_server
 from servescope.protocol import POOL, SERVICE_NAME
-from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
 from servescope.protocol import model_config_pb2 as mc
 from servescope.repository import ModelEntry, RepositoryError, list_models
 
@@ -138,9 +137,7 @@ class Server:
                 *options.extra_grpc_options,
             ]
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.core, lambda: self._live), self._grpc
-        )
+        add_to_server(InferenceServicer(self.core, lambda: self._live), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         services = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(services, self._grpc, pool=POOL)

@@ -11,14 +11,31 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from server.core import DataPlane
-from server.errors import status_for
+from server.errors import InvalidInput, status_for
 from servescope import __version__
+from servescope.protocol import POOL, SERVICE_NAME
 from servescope.protocol import grpc_service_pb2 as pb
 from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
 
 Response = TypeVar("Response")
+
+
+class _Malformed:
+    """Stands in for a request whose bytes are not a valid protobuf message."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+    def error(self) -> InvalidInput:
+        return InvalidInput(f"malformed {self.method} request: not a valid protobuf message")
+
+
+def _check(request: Any) -> None:
+    if isinstance(request, _Malformed):
+        raise request.error()
 
 
 def _mapped(
@@ -29,6 +46,7 @@ def _mapped(
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
         try:
+            _check(request)
             return await method(self, request, context)
         except Exception as exc:
             code, message = status_for(exc)
@@ -108,11 +126,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
+                _check(request)
                 response = await self._core.infer(request, context.time_remaining())
                 responses.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
             except Exception as exc:
                 _, message = status_for(exc)
-                failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+                failed = pb.ModelInferResponse()
+                if not isinstance(request, _Malformed):
+                    failed.model_name, failed.id = request.model_name, request.id
                 responses.put_nowait(
                     pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
                 )
@@ -136,3 +157,35 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             reader.cancel()
             for task in list(running):
                 task.cancel()
+
+
+def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Register the service with deserializers that turn undecodable bytes into INVALID_ARGUMENT.
+
+    The generated registration would let gRPC answer INTERNAL for a request that does not parse.
+    """
+    handlers = {}
+    for method in POOL.FindServiceByName(SERVICE_NAME).methods:
+        request_class = getattr(pb, method.input_type.name)
+        response_class = getattr(pb, method.output_type.name)
+        make_handler = (
+            grpc.stream_stream_rpc_method_handler
+            if method.client_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_safe_parser(method.name, request_class.FromString),
+            response_serializer=response_class.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+
+def _safe_parser(method: str, parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except (DecodeError, ValueError, RuntimeError):
+            return _Malformed(method)
+
+    return deserialize
