@@ -56,10 +56,14 @@ SWEEP: dict[str, list[dict[str, Any]]] = {
 
 
 def load_client():
-    """benchmarks/lean_client.py (owned by the server helper), imported by path."""
-    if str(BENCHMARKS) not in sys.path:
+    """benchmarks/lean_client.py (owned by the server helper), as a package module or by path."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    try:
+        from benchmarks import lean_client
+    except ImportError:
         sys.path.append(str(BENCHMARKS))
-    import lean_client
+        import lean_client
 
     return lean_client
 

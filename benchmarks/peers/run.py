@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     for record in locust:
         if "error" in record:
             print(f"locust {record['server']}: {record['error']}")
+        elif record["p50_s"] is None:
+            print(f"locust {record['server']} {record['users']} users: nothing completed, {record['errors']}")
         else:
             print(
                 f"locust {record['server']} {record['users']} users: {record['throughput_rps']:.0f} req/s, "

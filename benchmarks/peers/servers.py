@@ -164,6 +164,9 @@ def _write_mlserver_settings(
     (root / "settings.json").write_text(json.dumps(server, indent=2))
     model_settings = {
         "name": model,
+        # Declared like Triton's config so ModelMetadata describes the tensors (the Locust user builds
+        # its payload from it).
+        **_mlserver_tensors(model_file.parent.parent / "config.pbtxt"),
         "implementation": "runtime.OnnxRuntimeModel",
         "max_batch_size": settings["max_batch_size"],
         "max_batch_time": settings["max_batch_time_s"],
@@ -174,6 +177,27 @@ def _write_mlserver_settings(
     }
     (model_dir / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
     shutil.copy(HERE / "mlserver" / "runtime.py", model_dir / "runtime.py")
+
+
+def _mlserver_tensors(config_file: Path) -> dict[str, list[dict[str, Any]]]:
+    """inputs/outputs metadata for model-settings.json from the model's config.pbtxt."""
+    from servescope.protocol import model_config_pb2 as mc
+    from servescope.repository import read_config
+
+    config = read_config(config_file)
+    batch = [-1] if config.max_batch_size > 0 else []
+
+    def datatype(value: int) -> str:
+        name = mc.DataType.Name(value).removeprefix("TYPE_")
+        return "BYTES" if name == "STRING" else name
+
+    def describe(tensors) -> list[dict[str, Any]]:
+        return [
+            {"name": t.name, "datatype": datatype(t.data_type), "shape": batch + list(t.dims)}
+            for t in tensors
+        ]
+
+    return {"inputs": describe(config.input), "outputs": describe(config.output)}
 
 
 def model_ready(target: str, model: str, timeout_s: float = 1.0) -> bool:
