@@ -1,0 +1,185 @@
+"""Campaigns end to end: a server killed mid-step, on_error continue/stop, Ctrl-C, bad files rejected."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from loadtest.campaign import run_campaign
+from loadtest.campaign_config import ServerSetting, parse_campaign_config
+from loadtest.procs import REPO_ROOT, child_env
+from loadtest.server_proc import start_server
+from servescope import results
+
+pytestmark = pytest.mark.slow
+
+QUICK_STEPS = {"warmup_s": 0.5, "duration_s": 1.5, "max_duration_s": 1.5}
+
+
+def _kill_when(condition: object, action: object, timeout_s: float = 60.0) -> threading.Thread:
+    def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():  # type: ignore[operator]
+                action()  # type: ignore[operator]
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _window_seen(output: Path, step: int, window: int) -> bool:
+    """True once Locust for `step` has produced samples for `window` seconds (read from its stats file)."""
+    stats = output / "locust" / f"step-{step:03d}_stats_history.csv"
+    return stats.is_file() and len(stats.read_text().splitlines()) > window
+
+
+def test_server_killed_mid_step_is_recorded_and_campaign_continues(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    """Embedded server: step 1 loses its server (errors by code), step 2 runs on a restarted server."""
+    output = tmp_path / "campaign"
+    config = parse_campaign_config(
+        {
+            "name": "kill",
+            "models": ["sentiment_int8"],
+            "load": {"concurrency": [2, 4]},
+            "server": [{"batching": True}],
+            "step": QUICK_STEPS,
+            "on_error": "continue",
+        }
+    )
+    ready = output / "server" / "server-0.ready.json"
+
+    def kill_server() -> None:
+        os.kill(json.loads(ready.read_text())["pid"], signal.SIGKILL)
+
+    _kill_when(lambda: ready.is_file() and _window_seen(output, 0, 1), kill_server)
+    lines: list[str] = []
+    run_campaign(config, output, model_repository=model_repository, progress=lines.append)
+    steps, skipped = results.read_steps(output)
+    assert skipped == [] and [s.step_index for s in steps] == [0, 1]
+    first, second = steps
+    assert first.errors_by_code, first
+    assert set(first.errors_by_code) <= {"UNAVAILABLE", "CANCELLED", "UNKNOWN", "INTERNAL"}, (
+        first.errors_by_code
+    )
+    assert "server exited during the step" in (first.note or "")
+    assert any("starting it again" in line for line in lines)
+    assert second.errors_by_code == {} and second.completed > 0 and second.load.users == 4
+    info = results.read_campaign(output)
+    assert info.interrupted is False and info.finished_at is not None
+    assert info.models["sentiment_int8"]["precision"] == "int8"
+    assert info.peak is not None and info.peak.matmul_flops_per_s > 0
+
+
+def test_external_target_dying_stops_the_campaign_cleanly(model_repository: Path, tmp_path: Path) -> None:
+    server = start_server(
+        model_repository, ["sentiment_fp32"], ServerSetting(batching=True), tmp_path / "srv", "external"
+    )
+    output = tmp_path / "campaign"
+    config = parse_campaign_config(
+        {
+            "name": "stop",
+            "models": ["sentiment_fp32"],
+            "load": {"concurrency": [2, 4, 8]},
+            "step": QUICK_STEPS,
+            "on_error": "stop",
+        }
+    )
+    try:
+        _kill_when(lambda: _window_seen(output, 0, 1), lambda: server.proc.send_signal(signal.SIGKILL))
+        lines: list[str] = []
+        run_campaign(
+            config,
+            output,
+            target=server.target,
+            metrics_url=server.metrics_url,
+            progress=lines.append,
+        )
+    finally:
+        server.stop()
+    steps, _ = results.read_steps(output)
+    assert len(steps) == 1
+    assert "UNAVAILABLE" in steps[0].errors_by_code
+    assert steps[0].server_settings.server == "servescope"
+    assert any("stopping as on_error: stop asks" in line for line in lines)
+    info = results.read_campaign(output)
+    assert info.target == {"grpc": server.target, "metrics_url": server.metrics_url, "embedded": False}
+    assert info.interrupted is False
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_ctrl_c_keeps_finished_steps_and_leaves_no_process(model_repository: Path, tmp_path: Path) -> None:
+    campaign_file = tmp_path / "c.yaml"
+    campaign_file.write_text(
+        "models: [sentiment_fp32]\n"
+        "load: {concurrency: [1, 2, 4, 8], workers: 1}\n"
+        "step: {warmup_s: 0.5, duration_s: 1.5, max_duration_s: 1.5}\n"
+    )
+    output = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "servescope.cli", "campaign", str(campaign_file), "--output", str(output),
+         "--model-repository", str(model_repository)],
+        cwd=REPO_ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not _window_seen(output, 1, 1):
+            time.sleep(0.1)
+        children = _descendants(proc.pid)
+        assert len(children) >= 3, children  # server, Locust master, Locust worker
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    message = [line for line in stderr.splitlines() if "servescope campaign" in line]
+    assert len(message) == 1 and "interrupted after 1 of 4 steps" in message[0], stderr
+    assert "step 1/4 done" in stdout
+    time.sleep(0.5)
+    assert [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+    info = results.read_campaign(output)
+    assert info.interrupted is True and info.finished_at is not None
+    steps, skipped = results.read_steps(output)
+    assert len(steps) == 1 and skipped == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("models: [m]\nload: {concurrency: [1]}\nstep: {duration_s: -1}\n", "step.duration_s: -1 must be"),
+        ("models: [m]\nload: {concurency: [1]}\n", "load.concurency: [1] is not a known key"),
+    ],
+)
+def test_bad_campaign_file_is_rejected_before_any_load(tmp_path: Path, text: str, message: str) -> None:
+    campaign_file = tmp_path / "bad.yaml"
+    campaign_file.write_text(text)
+    output = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "servescope.cli", "campaign", str(campaign_file), "--output", str(output),
+         "--target", "127.0.0.1:1"],
+        cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("servescope campaign: error: ") and message in lines[0]
+    assert not output.exists()

@@ -1,0 +1,111 @@
+"""`servescope load` against a real server: counts agree with the server, open-loop rate, distributed mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loadtest.locust_run import LocustSettings
+from loadtest.runner import StepTiming, run_step
+from loadtest.samples import SAMPLE_DTYPE
+from loadtest.server_proc import ManagedServer
+from loadtest.single import LoadRequest, run_load
+from servescope import results
+
+pytestmark = pytest.mark.slow
+
+
+def test_closed_loop_counts_match_the_server(running_server: ManagedServer, tmp_path: Path) -> None:
+    output = tmp_path / "load"
+    run_load(
+        LoadRequest(
+            target=running_server.target,
+            model="sentiment_fp32",
+            users=4,
+            rate_rps=None,
+            duration_s=3.0,
+            warmup_s=1.0,
+            metrics_url=running_server.metrics_url,
+        ),
+        output,
+        progress=lambda _line: None,
+    )
+    info = results.read_campaign(output)
+    steps, skipped = results.read_steps(output)
+    assert skipped == [] and len(steps) == 1 and info.interrupted is False and info.finished_at
+    step = steps[0]
+    assert step.model == "sentiment_fp32" and step.precision == "fp32"
+    assert step.load.mode == "closed" and step.load.users == 4
+    assert step.errors_by_code == {}
+    assert step.completed > 50
+    assert step.duration_s == pytest.approx(3.0, abs=0.1)
+    assert step.requests_per_s == pytest.approx(step.completed / step.duration_s)
+    assert len(step.windows) == 3 and sum(w.completed for w in step.windows) == step.completed
+    # The server counted the same requests in the same interval, within one second's worth.
+    assert step.server is not None and step.server.source == "servescope"
+    served = step.server.requests_by_code["OK"]
+    assert abs(served - step.completed) <= step.requests_per_s, (served, step.completed)
+    assert step.server.inferences == pytest.approx(served)
+    assert step.server_settings.device == "cpu" and step.server_settings.server == "servescope"
+    assert step.latency_s is not None and 0 < step.latency_s.p50 <= step.latency_s.p99 <= step.latency_s.max
+    assert step.cpu.generator_cores is not None and step.cpu.generator_cores > 0
+    assert step.cpu.server_cores is not None and step.cpu.server_cores > 0
+    samples = np.load(output / step.samples_file)
+    assert samples.size == step.completed
+    # Locust's own reports are there too.
+    stats = json.loads((output / "locust" / "locust.json").read_text())
+    assert stats[0]["name"] == "sentiment_fp32" and stats[0]["num_failures"] == 0
+    assert stats[0]["num_requests"] >= step.completed
+    assert (output / "locust" / "locust.html").is_file()
+    assert (output / "locust" / "locust_stats.csv").is_file()
+
+
+def test_open_loop_rate_is_honoured(running_server: ManagedServer, tmp_path: Path) -> None:
+    output = tmp_path / "open"
+    run_load(
+        LoadRequest(
+            target=running_server.target,
+            model="sentiment_int8",
+            users=None,
+            rate_rps=80.0,
+            arrival="constant",
+            duration_s=3.0,
+            warmup_s=1.0,
+            batch_size=2,
+        ),
+        output,
+        progress=lambda _line: None,
+    )
+    step = results.read_steps(output)[0][0]
+    assert step.load.mode == "open" and step.load.rate_rps == 80.0 and step.load.arrival == "constant"
+    assert step.errors_by_code == {}
+    assert step.requests_per_s == pytest.approx(80.0, rel=0.10)
+    assert step.inferences_per_s == pytest.approx(2 * step.requests_per_s)
+    assert step.server is None  # no --metrics-url given
+
+
+def test_distributed_mode_totals_add_up(running_server: ManagedServer, tmp_path: Path) -> None:
+    samples_dir = tmp_path / "raw"
+    settings = LocustSettings(
+        target=running_server.target,
+        model="sentiment_fp32",
+        samples_dir=samples_dir,
+        users=4,
+        workers=2,
+    )
+    timing = StepTiming(warmup_s=1.0, window_s=1.0, max_step_s=3.0, fixed=True)
+    outcome = run_step(settings, timing, tmp_path / "locust", "dist", progress=lambda _line: None)
+    per_worker = [
+        np.fromfile(path, dtype=SAMPLE_DTYPE).size for path in sorted(samples_dir.glob("samples-*.bin"))
+    ]
+    assert len(per_worker) == 2 and all(n > 0 for n in per_worker), per_worker
+    assert outcome.measured.completed > 0 and outcome.measured.errors_by_code == {}
+    # Locust's master saw exactly the requests its two workers recorded.
+    master = json.loads((tmp_path / "locust" / "dist.json").read_text())
+    assert sum(entry["num_requests"] for entry in master) == sum(per_worker)
+    assert (tmp_path / "locust" / "dist-worker0.log").is_file()
+    assert (tmp_path / "locust" / "dist-worker1.log").is_file()
+    assert outcome.cpu.generator_cores is not None and outcome.cpu.generator_cores > 0
