@@ -23,6 +23,7 @@ import numpy as np
 
 from analysis.curves import offered_load, series_label
 from analysis.decompose import Decomposition, batching_enabled
+from analysis.load import describe_load
 from servescope.results import StepRecord
 
 STOP_PAYING_FRACTION = 0.9
@@ -60,6 +61,7 @@ class DelayFinding:
     series: str
     step_index: int
     offered_load: float
+    load: str  # "1 user", "20 req/s"
     max_queue_delay_us: int
     batching_delay_s: float
     client_mean_s: float
@@ -202,6 +204,7 @@ def _delay_finding(
         series=label,
         step_index=step.step_index,
         offered_load=offered_load(step),
+        load=describe_load(step),
         max_queue_delay_us=delay_us,
         batching_delay_s=parts.batching_delay_s,
         client_mean_s=parts.client_mean_s,

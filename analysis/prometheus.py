@@ -3,7 +3,8 @@
 For every step, one PromQL range query per series, evaluated at the end of the step's measured window:
 increase() of the servescope_* counters and histogram sums/counts over the window, so a counter reset
 (a restarted server) is handled the way Prometheus handles it. The measured window of a step is
-[started_at + warmup_s, started_at + warmup_s + duration_s]. Only the standard library (urllib) is used.
+the last duration_s seconds of the windows that follow the warm-up (step_window). Only the standard
+library (urllib) is used.
 """
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ class PrometheusError(RuntimeError):
 
 
 def step_window(step: StepRecord) -> tuple[float, float]:
-    """(start, end) of the step's measured window as Unix seconds."""
+    """(start, end) of the interval the step's figures cover, as Unix seconds.
+
+    The load tester starts the clock at the first answer (started_at), warms up for warmup_s, then
+    measures in windows and keeps the last ones (duration_s in all): the interval ends after the last
+    window and starts duration_s before that.
+    """
     started = datetime.fromisoformat(step.started_at.replace("Z", "+00:00")).timestamp()
-    start = started + step.warmup_s
-    return start, start + step.duration_s
+    measured_s = sum(w.duration_s for w in step.windows) or step.duration_s
+    end = started + step.warmup_s + max(measured_s, step.duration_s)
+    return end - step.duration_s, end
 
 
 class PrometheusClient:

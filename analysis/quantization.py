@@ -26,6 +26,7 @@ class VariantRow:
     throughput_ratio: float | None  # best throughput vs the reference's
     size_ratio: float | None
     inferences_per_s_at_load: float | None
+    ratio_at_load: float | None  # inferences/s at the common load vs the reference's
     p50_s_at_load: float | None
     p99_s_at_load: float | None
 
@@ -68,15 +69,12 @@ def compare_variants(
             configuration=configuration, reference_model=reference, common_load=common_load
         )
         reference_best = _best(curves, f"{reference}, {configuration}")
+        reference_at_load = _at_load(by_model[reference], common_load)
         reference_meta = info.models.get(reference, {})
         for model in models:
             meta = info.models.get(model, {})
             best = _best(curves, f"{model}, {configuration}")
-            at_load = None
-            if common_load is not None:
-                at_load = max(
-                    (s for s in by_model[model] if offered_load(s) == common_load), key=lambda s: s.step_index
-                )
+            at_load = _at_load(by_model[model], common_load)
             accuracy = meta.get("accuracy")
             reference_accuracy = reference_meta.get("accuracy")
             size = meta.get("file_size_bytes")
@@ -94,12 +92,21 @@ def compare_variants(
                     throughput_ratio=best / reference_best if best and reference_best else None,
                     size_ratio=size / reference_size if size and reference_size else None,
                     inferences_per_s_at_load=at_load.inferences_per_s if at_load else None,
+                    ratio_at_load=at_load.inferences_per_s / reference_at_load.inferences_per_s
+                    if at_load and reference_at_load and reference_at_load.inferences_per_s > 0
+                    else None,
                     p50_s_at_load=at_load.latency_s.p50 if at_load and at_load.latency_s else None,
                     p99_s_at_load=at_load.latency_s.p99 if at_load and at_load.latency_s else None,
                 )
             )
         comparisons.append(comparison)
     return comparisons
+
+
+def _at_load(steps: list[StepRecord], load: float | None) -> StepRecord | None:
+    if load is None:
+        return None
+    return max((s for s in steps if offered_load(s) == load), key=lambda s: s.step_index)
 
 
 def _best(curves: dict[str, Curve], label: str) -> float | None:

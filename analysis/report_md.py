@@ -146,6 +146,7 @@ def render_markdown(summary: Summary) -> str:
                         "best inf/s",
                         "x reference",
                         "inf/s at load",
+                        "x reference at load",
                         "p50 ms",
                         "p99 ms",
                     ],
@@ -159,6 +160,7 @@ def render_markdown(summary: Summary) -> str:
                             num(r.best_inferences_per_s, ".0f"),
                             num(r.throughput_ratio, ".2f"),
                             num(r.inferences_per_s_at_load, ".0f"),
+                            num(r.ratio_at_load, ".2f"),
                             ms(r.p50_s_at_load),
                             ms(r.p99_s_at_load),
                         ]

@@ -14,9 +14,10 @@ the lowest-load step is used for the cost of the batch window. Rules, first matc
    <= 1%, and the server is not saturated (no knee, queueing below QUEUE_DOMINANT_SHARE, no load shed).
 5. on a GPU: compute-bound (GPU) when GPU utilization >= GPU_BUSY; host-bound when the GPU is below
    GPU_IDLE while the host's CPUs are >= HOST_BUSY busy.
-6. queueing dominant (>= QUEUE_DOMINANT_SHARE of the mean latency): queueing/under-provisioned when
-   batching is off, batches are full, or CPUs are left idle; compute-bound (CPU) when every core is busy
-   and batches are not full (more of the same configuration cannot help).
+6. compute-bound (CPU): on a CPU server, the host's CPUs are >= HOST_BUSY busy, batching is on and
+   batches are not full (the batch limit is not what holds them back), and the rest does not dominate.
+   Otherwise, queueing dominant (>= QUEUE_DOMINANT_SHARE of the mean latency): queueing/under-provisioned
+   (batching off, batches full, or CPUs left idle: each has a configuration fix).
 7. serialization/network-bound: the rest (outside queue and compute) >= REST_DOMINANT_SHARE.
 8. otherwise the largest latency component names the limit.
 """
@@ -232,6 +233,18 @@ def _classify(
                 f"at {at} the GPU was only {gpu:.0%} busy while the host CPUs were {busy:.0%} busy ({cores})",
                 f"{saturation}; {shares}",
             ]
+    cpu_saturated = device == "cpu" and busy is not None and busy >= HOST_BUSY
+    if (
+        cpu_saturated
+        and batching_enabled(peak)
+        and not _full_batches(peak)
+        and rest_share < REST_DOMINANT_SHARE
+    ):
+        return "compute-bound-cpu", [
+            f"at {at} every CPU was busy ({cores}, {busy:.0%}) with batches of {mean_batch:.1f} samples "
+            f"(not full, so the batch limit is not what holds them back); {shares}",
+            saturation,
+        ]
     if queue_share >= QUEUE_DOMINANT_SHARE:
         if not batching_enabled(peak):
             return "queueing", [
@@ -242,12 +255,6 @@ def _classify(
             return "queueing", [
                 f"at {at} {shares}; batches were full ({mean_batch:.1f} of max "
                 f"{peak.server_settings.max_batch_size} samples)",
-                saturation,
-            ]
-        if device == "cpu" and busy is not None and busy >= HOST_BUSY:
-            return "compute-bound-cpu", [
-                f"at {at} every CPU was busy ({cores}, {busy:.0%}) with batches of {mean_batch:.1f} samples "
-                f"(not full); {shares}",
                 saturation,
             ]
         return "queueing", [f"at {at} {shares}; CPUs were not all busy ({cores})", saturation]
@@ -315,7 +322,7 @@ def _recommend(
             out.append(
                 f"lower max_queue_delay_us from {finding.max_queue_delay_us} to {finding.suggested_delay_us} "
                 f"(--max-queue-delay-us {finding.suggested_delay_us}): at step {finding.step_index} "
-                f"({finding.offered_load:g} {'users' if peak.load.mode == 'closed' else 'req/s'}) the window "
+                f"({finding.load}) the window "
                 f"added {_ms(finding.batching_delay_s)} ({finding.share:.0%} of the "
                 f"{_ms(finding.client_mean_s)} "
                 f"mean latency) for batches of {finding.batch_size_mean:.2f} samples; expect the mean near "
@@ -434,12 +441,26 @@ def _variant_advice(ctx: Context, peak: StepRecord) -> list[str]:
         if comparison.configuration != configuration:
             continue
         mine = next((r for r in comparison.rows if r.model == peak.model), None)
-        if mine is None or not mine.best_inferences_per_s:
+        if mine is None:
             continue
         for row in comparison.rows:
-            if row.model == peak.model or not row.best_inferences_per_s:
+            if row.model == peak.model:
                 continue
-            ratio = row.best_inferences_per_s / mine.best_inferences_per_s
+            if row.best_inferences_per_s and mine.best_inferences_per_s:
+                ratio = row.best_inferences_per_s / mine.best_inferences_per_s
+                basis = (
+                    f"{row.best_inferences_per_s:.0f} vs {mine.best_inferences_per_s:.0f} inferences/s "
+                    f"within {ctx.objective.label}"
+                )
+            elif row.inferences_per_s_at_load and mine.inferences_per_s_at_load:
+                # No trusted step met the objective: compare at the highest load both were measured at.
+                ratio = row.inferences_per_s_at_load / mine.inferences_per_s_at_load
+                basis = (
+                    f"{row.inferences_per_s_at_load:.0f} vs {mine.inferences_per_s_at_load:.0f} inferences/s "
+                    f"at load {comparison.common_load:g}"
+                )
+            else:
+                continue
             if ratio < BETTER_VARIANT_RATIO:
                 continue
             accuracy = (
@@ -453,8 +474,7 @@ def _variant_advice(ctx: Context, peak: StepRecord) -> list[str]:
                 else ""
             )
             out.append(
-                f"{row.model} ({row.precision}) gives {ratio:.2f}x the throughput "
-                f"({row.best_inferences_per_s:.0f} vs {mine.best_inferences_per_s:.0f} inferences/s within "
-                f"{ctx.objective.label}) for {accuracy}{size}"
+                f"{row.model} ({row.precision}) gives {ratio:.2f}x the throughput ({basis}) "
+                f"for {accuracy}{size}"
             )
     return out

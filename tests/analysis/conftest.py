@@ -3,6 +3,7 @@ up), built from a few chosen quantities, so each test states the situation it sh
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,10 @@ def kit():
     import types
 
     return types.SimpleNamespace(Shape=Shape, make_info=make_info, make_step=make_step, models=MODELS)
+
+
+# Under --import-mode=importlib the repository root is not put on sys.path by pytest itself; the
+# analysis package is imported from the checkout (python -m pytest adds the working directory).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))

@@ -1,0 +1,271 @@
+"""Hand-made campaigns, one per bottleneck (including those a 2-core machine without a GPU cannot
+produce), each detected with the expected verdict, evidence and recommendations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from analysis import analyze
+from analysis.load import load_campaign
+
+
+def run(folder: Path) -> tuple[object, dict]:
+    """The analysis without the reports (the charts are the slow part; test_reports.py covers them)."""
+    summary = analyze(load_campaign(folder))
+    data = json.loads(json.dumps(summary.to_json()))
+    return summary, data
+
+
+def only_verdict(data: dict) -> dict:
+    assert len(data["verdicts"]) == 1, [v["series"] for v in data["verdicts"]]
+    return data["verdicts"][0]
+
+
+def test_gpu_saturated_is_compute_bound_on_gpu(handmade, kit):
+    S = kit.Shape
+    common = dict(device="cuda", cores=8, server_cores=0.9, generator_cores=0.4)
+    folder = handmade(
+        [
+            S(users=1, queue_s=0.0002, compute_s=0.002, batch_mean=1, gpu_util=0.20, **common),
+            S(users=8, queue_s=0.002, compute_s=0.003, batch_mean=6, gpu_util=0.60, **common),
+            S(users=32, queue_s=0.010, compute_s=0.008, batch_mean=28, gpu_util=0.93, **common),
+            S(users=64, queue_s=0.030, compute_s=0.012, batch_mean=48, gpu_util=0.97, **common),
+        ],
+        info=kit.make_info(gpu_name="Test GPU", cores=8),
+    )
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "compute-bound-gpu"
+    assert verdict["based_on_steps"] == [3]
+    assert verdict["evidence"]["gpu_utilization"] == pytest.approx(0.97)
+    assert any("GPU was 97% busy" in r for r in verdict["reasons"])
+    assert any("another GPU replica" in r for r in verdict["recommendations"])
+    correlation = data["correlations"][0]
+    assert correlation["gpu_r"] > 0.9
+
+
+def test_gpu_idle_with_cpu_saturated_is_host_bound(handmade, kit):
+    S = kit.Shape
+    common = dict(device="cuda", cores=2, delay_us=500, gpu_util=0.2)
+    folder = handmade(
+        [
+            S(
+                users=1,
+                queue_s=0.0003,
+                compute_s=0.001,
+                batch_mean=1,
+                server_cores=0.9,
+                generator_cores=0.1,
+                **common,
+            ),
+            S(
+                users=8,
+                queue_s=0.006,
+                compute_s=0.001,
+                batch_mean=2,
+                server_cores=1.6,
+                generator_cores=0.2,
+                **common,
+            ),
+            S(
+                users=32,
+                queue_s=0.030,
+                compute_s=0.001,
+                batch_mean=2,
+                server_cores=1.7,
+                generator_cores=0.2,
+                **common,
+            ),
+        ],
+        info=kit.make_info(gpu_name="Test GPU"),
+    )
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "host-bound"
+    assert verdict["evidence"]["host_busy_fraction"] == pytest.approx(0.95)
+    assert any("GPU was only 20% busy while the host CPUs were 95% busy" in r for r in verdict["reasons"])
+    assert any("client batch 8 instead of 1" in r for r in verdict["recommendations"])
+
+
+def test_saturated_generator_is_generator_bound(handmade, kit):
+    S = kit.Shape
+    folder = handmade(
+        [
+            S(
+                users=8,
+                queue_s=0.0005,
+                compute_s=0.001,
+                batch_mean=2,
+                generator_cores=0.6,
+                generator_max_percent=60,
+            ),
+            S(
+                users=64,
+                queue_s=0.001,
+                compute_s=0.0015,
+                batch_mean=4,
+                rest_s=0.030,
+                server_cores=0.3,
+                generator_cores=1.0,
+                generator_max_percent=99.0,
+                generator_saturated=True,
+            ),
+        ]
+    )
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "generator-bound"
+    assert verdict["based_on_steps"] == [1]
+    assert "busiest process at 99% of a core" in verdict["reasons"][0]
+    assert any("--workers 2" in r for r in verdict["recommendations"])
+    assert any(f["step_index"] == 1 and f["check"] == "generator_saturated" for f in data["flags"])
+
+
+def test_light_load_is_healthy(handmade, kit):
+    S = kit.Shape
+    folder = handmade(
+        [
+            S(users=u, queue_s=0.0001, compute_s=0.001, batch_mean=b, delay_us=100)
+            for u, b in ((1, 1.0), (2, 1.2), (4, 1.5))
+        ]
+    )
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "healthy"
+    assert verdict["based_on_steps"] == [2]
+    assert data["curves"][0]["knee_step_index"] is None
+    assert data["curves"][0]["best_step_index"] == 2
+    assert any("test higher load to find the knee" in r for r in verdict["recommendations"])
+
+
+def test_batching_off_under_load_is_queueing(handmade, kit):
+    S = kit.Shape
+    folder = handmade(
+        [
+            S(users=1, queue_s=0.0, compute_s=0.0008, batch_mean=1, batching=False),
+            S(users=8, queue_s=0.007, compute_s=0.0008, batch_mean=1, batching=False),
+            S(users=32, queue_s=0.030, compute_s=0.0008, batch_mean=1, batching=False),
+        ]
+    )
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "queueing"
+    assert verdict["evidence"]["queueing_share"] > 0.9
+    assert data["curves"][0]["knee_step_index"] == 0
+    assert "batching is off" in verdict["reasons"][0]
+    assert any(
+        r.startswith("enable dynamic batching (--max-batch-size 32") for r in verdict["recommendations"]
+    )
+    assert any("one instance serves at most 1250 req/s" in r for r in verdict["recommendations"])
+
+
+def test_large_queue_delay_at_concurrency_one_is_batching_delay_bound(handmade, kit):
+    S = kit.Shape
+    folder = handmade([S(users=1, queue_s=0.020, compute_s=0.001, batch_mean=1, delay_us=20000)])
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "batching-delay-bound"
+    assert verdict["evidence"]["batching_delay_share"] == pytest.approx(0.020 / 0.0215)
+    recommendation = verdict["recommendations"][0]
+    # The window suggested is one batch-of-one compute time (1 ms), which saves 19 ms of the 21.5 ms.
+    assert recommendation.startswith("lower max_queue_delay_us from 20000 to 1000")
+    assert "expect the mean near 2.50 ms" in recommendation
+
+
+def test_full_batches_with_queueing_recommend_a_larger_batch_from_the_fit(handmade, kit):
+    S = kit.Shape
+    # compute(b) = 1 ms + 0.3 ms x b: batching stops paying beyond 9 x 1 / 0.3 = 30 samples.
+    common = dict(max_batch=8, delay_us=1000, server_cores=0.8, generator_cores=0.3)
+    folder = handmade(
+        [
+            S(users=1, queue_s=0.001, compute_s=0.0013, batch_mean=1, **common),
+            S(users=8, queue_s=0.002, compute_s=0.0022, batch_mean=4, **common),
+            S(users=64, queue_s=0.040, compute_s=0.0034, batch_mean=8, **common),
+        ]
+    )
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "queueing"
+    assert "batches were full (8.0 of max 8 samples)" in verdict["reasons"][0]
+    fit = data["batching"]["fits"]["sentiment_fp32"]
+    assert fit["fixed_s"] == pytest.approx(0.001, rel=1e-6)
+    assert fit["per_sample_s"] == pytest.approx(0.0003, rel=1e-6)
+    assert fit["stop_paying_batch"] == pytest.approx(30.0, rel=1e-6)
+    # 16 / (1 + 4.8 ms) vs 8 / (1 + 2.4 ms): +17%.
+    assert any(
+        r.startswith("raise max_batch_size to 16") and "+17% throughput" in r
+        for r in verdict["recommendations"]
+    )
+
+
+def test_busy_cpu_with_partial_batches_is_compute_bound_on_cpu(handmade, kit):
+    S = kit.Shape
+    folder = handmade(
+        [
+            S(users=8, queue_s=0.002, compute_s=0.003, batch_mean=6, server_cores=1.2, generator_cores=0.2),
+            S(users=32, queue_s=0.012, compute_s=0.010, batch_mean=20, server_cores=1.7, generator_cores=0.2),
+        ]
+    )
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "compute-bound-cpu"
+    assert "every CPU was busy" in verdict["reasons"][0]
+    floor = data["floor"][0]
+    # 20 samples x 10 MFLOP / 50 GFLOP/s = 4 ms floor against 10 ms measured.
+    assert floor["step_index"] == 1
+    assert floor["floor_s"] == pytest.approx(0.004)
+    assert floor["efficiency"] == pytest.approx(0.4)
+    assert floor["bound"] == "compute"
+
+
+def test_time_outside_queue_and_compute_is_serialization_bound(handmade, kit):
+    S = kit.Shape
+    folder = handmade(
+        [
+            S(users=1, queue_s=0.0002, compute_s=0.001, batch_mean=1, rest_s=0.040, overhead_s=0.004),
+            S(users=8, queue_s=0.0005, compute_s=0.001, batch_mean=2, rest_s=0.060, overhead_s=0.004),
+        ]
+    )
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "serialization-bound"
+    assert "server overhead 4.00 ms, outside the server 60.00 ms" in verdict["reasons"][0]
+    assert any("client batch 8" in r for r in verdict["recommendations"])
+
+
+def test_no_server_metrics_and_missed_objective_is_undetermined(handmade, kit):
+    S = kit.Shape
+    folder = handmade([S(users=8, queue_s=0.05, compute_s=0.01, batch_mean=1, with_server=False)])
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "undetermined"
+    assert "server's metrics were not recorded" in verdict["reasons"][0]
+
+
+def test_int8_faster_than_fp32_is_recommended_with_accuracy_cost(handmade, kit):
+    S = kit.Shape
+    shapes = []
+    for model, compute_s in (("sentiment_fp32", 0.0016), ("sentiment_int8", 0.0008)):
+        for users in (1, 4):
+            shapes.append(
+                S(users=users, queue_s=0.0001 * users, compute_s=compute_s, batch_mean=1, model=model)
+            )
+    _, data = run(handmade(shapes))
+    kinds = {v["model"]: v["kind"] for v in data["verdicts"]}
+    assert kinds == {"sentiment_fp32": "healthy", "sentiment_int8": "healthy"}
+    comparison = data["quantization"][0]
+    rows = {r["model"]: r for r in comparison["rows"]}
+    # mean latency at 4 users: fp32 0.4 + 1.6 + 0.5 = 2.5 ms, int8 0.4 + 0.8 + 0.5 = 1.7 ms.
+    assert rows["sentiment_int8"]["throughput_ratio"] == pytest.approx(2.5 / 1.7, rel=2e-3)
+    assert rows["sentiment_int8"]["accuracy_delta"] == pytest.approx(-0.003)
+    assert rows["sentiment_int8"]["size_ratio"] == pytest.approx(760_000 / 2_960_000)
+    fp32 = next(v for v in data["verdicts"] if v["model"] == "sentiment_fp32")
+    assert any(
+        r.startswith("sentiment_int8 (int8) gives 1.47x the throughput")
+        and "-0.30 accuracy points" in r
+        and "3.9x smaller" in r
+        for r in fp32["recommendations"]
+    )
