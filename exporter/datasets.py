@@ -39,6 +39,25 @@ class Dataset:
         return {"name": self.name, "train_samples": len(self.x_train), "test_samples": len(self.x_test)}
 
 
+def check_dataset_spec(spec: str, dataset_path: Path | None = None) -> None:
+    """Refuse an unknown dataset or a missing file before any work; raises UsageError."""
+    if spec == "synthetic":
+        return
+    if spec == "imdb":
+        path = (dataset_path or KERAS_IMDB_CACHE).expanduser()
+        if not path.is_file():
+            raise UsageError(
+                f"--dataset imdb: {path} not found and this command does not download; fetch {IMDB_URL} "
+                f"to {KERAS_IMDB_CACHE} or pass --dataset-path FILE (or use --dataset synthetic)"
+            )
+        return
+    if spec.endswith(".npz"):
+        if not Path(spec).expanduser().is_file():
+            raise UsageError(f"--dataset {spec}: file not found")
+        return
+    raise UsageError(f"--dataset {spec!r}: unknown dataset; use synthetic, imdb or a PATH.npz file")
+
+
 def load_dataset(
     spec: str, *, train_samples: int, test_samples: int, seed: int, dataset_path: Path | None = None
 ) -> Dataset:
@@ -47,6 +66,7 @@ def load_dataset(
     Raises:
         UsageError: unknown dataset, missing or unreadable file, too few samples in it.
     """
+    check_dataset_spec(spec, dataset_path)
     if spec == "synthetic":
         reviews, labels = synthetic_reviews(train_samples + test_samples, seed)
         x = pad_sequences(reviews)
@@ -58,19 +78,9 @@ def load_dataset(
             y_test=labels[train_samples:],
         )
     if spec == "imdb":
-        path = (dataset_path or KERAS_IMDB_CACHE).expanduser()
-        if not path.is_file():
-            raise UsageError(
-                f"--dataset imdb: {path} not found and this command does not download; fetch {IMDB_URL} "
-                f"to {KERAS_IMDB_CACHE} or pass --dataset-path FILE (or use --dataset synthetic)"
-            )
-        return _from_npz(path, "imdb", train_samples, test_samples)
-    if spec.endswith(".npz"):
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise UsageError(f"--dataset {spec}: file not found")
-        return _from_npz(path, path.name, train_samples, test_samples)
-    raise UsageError(f"--dataset {spec!r}: unknown dataset; use synthetic, imdb or a PATH.npz file")
+        return _from_npz((dataset_path or KERAS_IMDB_CACHE).expanduser(), "imdb", train_samples, test_samples)
+    path = Path(spec).expanduser()
+    return _from_npz(path, path.name, train_samples, test_samples)
 
 
 def _from_npz(path: Path, name: str, train_samples: int, test_samples: int) -> Dataset:

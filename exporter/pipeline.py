@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from exporter.corpus import SEQUENCE_LENGTH, VOCAB_SIZE
+from exporter.datasets import check_dataset_spec
 from exporter.variants import PRECISIONS
 from servescope import repository
 from servescope.errors import CommandError, UsageError
@@ -108,8 +109,11 @@ def validate(options: ExportOptions) -> None:
             )
     if len(set(options.variants)) != len(options.variants):
         raise UsageError(f"--variants {','.join(options.variants)}: a precision is named twice")
-    if not 13 <= options.opset <= 18:
-        raise UsageError(f"--opset {options.opset}: tf2onnx here supports opsets 13 to 18; use 17 or 18")
+    if not 17 <= options.opset <= 18:
+        raise UsageError(
+            f"--opset {options.opset}: must be 17 or 18 (17 or newer is required; tf2onnx stops at 18)"
+        )
+    check_dataset_spec(options.dataset, options.dataset_path)
     _check_output(options)
 
 

@@ -1,0 +1,277 @@
+"""`servescope export` on the command line: bad input, --force, .npz datasets, Keras' loader semantics.
+
+Refusals happen before TensorFlow loads, so those tests take a fraction of a second each.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporter.datasets import keras_imdb_split, read_imdb_npz
+from servescope.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ERROR_PREFIX = "servescope export: error: "
+
+
+def export(*args: str, timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "servescope.cli", "export", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def assert_usage_error(capsys: pytest.CaptureFixture[str], args: tuple[str, ...], *fragments: str) -> str:
+    """`servescope export ARGS` (in this process: refusals come before TensorFlow) exits 2 with one line."""
+    capsys.readouterr()
+    code = main(["export", *args])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(ERROR_PREFIX)
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def write_imdb_npz(path: Path, *, train: int, test: int, seed: int = 0) -> None:
+    """A small file in the format of Keras' imdb.npz: object arrays of word-rank lists (ranks from 1)."""
+    rng = np.random.default_rng(seed)
+
+    def reviews(count: int) -> np.ndarray:
+        out = np.empty(count, dtype=object)
+        for i in range(count):
+            out[i] = rng.integers(1, 12000, size=int(rng.integers(5, 200))).tolist()
+        return out
+
+    np.savez(
+        path,
+        x_train=reviews(train),
+        y_train=rng.integers(0, 2, size=train),
+        x_test=reviews(test),
+        y_test=rng.integers(0, 2, size=test),
+    )
+
+
+def test_import_is_light() -> None:
+    code = "import sys, exporter.cli, exporter.pipeline; print(sorted(m for m in ('tensorflow', 'keras', "
+    code += "'tf2onnx', 'onnxruntime', 'onnx') if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_help_names_every_flag_with_defaults() -> None:
+    done = export("--help")
+    assert done.returncode == 0
+    for flag in (
+        "--dataset",
+        "--epochs",
+        "--train-samples",
+        "--output",
+        "--force",
+        "--test-samples",
+        "--batch-size",
+        "--seed",
+        "--dataset-path",
+        "--max-batch-size",
+        "--max-queue-delay-us",
+        "--preferred-batch-size",
+        "--max-queue-size",
+        "--instances",
+        "--variants",
+    ):
+        assert flag in done.stdout
+    assert "(default: 10)" in done.stdout and "(default: models)" in done.stdout
+
+
+def test_unknown_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert_usage_error(
+        capsys,
+        ("--dataset", "mnist", "--output", str(tmp_path / "m")),
+        "--dataset 'mnist'",
+        "unknown dataset",
+    )
+    assert not (tmp_path / "m").exists()
+
+
+def test_missing_npz_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.npz"
+    assert_usage_error(
+        capsys, ("--dataset", str(missing), "--output", str(tmp_path / "m")), str(missing), "file not found"
+    )
+
+
+def test_imdb_offline_says_how_to_get_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "imdb.npz"
+    line = assert_usage_error(
+        capsys,
+        ("--dataset", "imdb", "--dataset-path", str(missing), "--output", str(tmp_path / "m")),
+        str(missing),
+        "does not download",
+    )
+    assert "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz" in line
+
+
+def test_npz_that_is_not_an_archive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not a zip file")
+    assert_usage_error(
+        capsys,
+        ("--dataset", str(bad), "--test-samples", "256", "--output", str(tmp_path / "m")),
+        "not a readable .npz",
+    )
+
+
+def test_npz_with_too_few_reviews(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = tmp_path / "small.npz"
+    write_imdb_npz(small, train=50, test=300)
+    assert_usage_error(
+        capsys,
+        ("--dataset", str(small), "--train-samples", "100", "--output", str(tmp_path / "m")),
+        "has 50 training and 300 test reviews",
+    )
+
+
+def test_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert_usage_error(capsys, ("--output", str(blocker / "models")), "cannot write there")
+    assert_usage_error(capsys, ("--output", str(blocker)), "exists and is not a folder")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through folder permissions")
+def test_read_only_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert_usage_error(capsys, ("--output", str(locked / "models")), "cannot write there")
+
+
+def test_existing_model_folder_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keep = tmp_path / "models" / "sentiment_int8"
+    keep.mkdir(parents=True)
+    (keep / "mine.txt").write_text("do not touch")
+    assert_usage_error(
+        capsys, ("--output", str(tmp_path / "models")), "sentiment_int8 already exists", "--force"
+    )
+    assert (keep / "mine.txt").read_text() == "do not touch"
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["sentiment_int8"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--variants", "fp32,bf16"), "unknown precision 'bf16'"),
+        (("--variants", "fp32,fp32"), "named twice"),
+        (("--test-samples", "100"), "--test-samples 100: must be at least 256"),
+        (("--epochs", "0"), "--epochs 0: must be at least 1"),
+        (("--max-batch-size", "0"), "--max-batch-size 0"),
+        (("--opset", "13"), "--opset 13"),
+        (("--dataset-path", "x.npz"), "only used with --dataset imdb"),
+    ],
+)
+def test_bad_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], fragment: str
+) -> None:
+    assert_usage_error(capsys, (*args, "--output", str(tmp_path / "m")), fragment)
+
+
+def test_reader_matches_keras_imdb_loader(tmp_path: Path) -> None:
+    """Our .npz reading equals keras.datasets.imdb.load_data(num_words=10000) on the same file.
+
+    Keras' loader only accepts the published file's hash (anything else triggers a download), so its
+    file lookup is pointed at our file; it runs in a child process to keep TensorFlow out of this one.
+    """
+    path = tmp_path / "tiny_imdb.npz"
+    write_imdb_npz(path, train=40, test=30, seed=5)
+    script = textwrap.dedent(
+        f"""
+        import pickle, sys
+        from keras.src.datasets import imdb
+        import keras
+        imdb.get_file = lambda *a, **k: {str(path)!r}
+        (xt, yt), (xv, yv) = imdb.load_data(num_words=10000)
+        padded = keras.utils.pad_sequences(list(xt) + list(xv), maxlen=100)
+        sys.stdout.buffer.write(pickle.dumps(([list(map(int, x)) for x in xt], yt.tolist(),
+                                              [list(map(int, x)) for x in xv], yv.tolist(), padded.tolist())))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        check=True,
+        timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    import pickle
+
+    keras_xt, keras_yt, keras_xv, keras_yv, keras_padded = pickle.loads(done.stdout)
+    (xt, yt), (xv, yv) = keras_imdb_split(read_imdb_npz(path))
+    assert xt == keras_xt and xv == keras_xv
+    assert yt.tolist() == keras_yt and yv.tolist() == keras_yv
+    assert any(2 in x for x in xt)  # ranks past the vocabulary became the out-of-vocabulary id
+    from exporter.corpus import pad_sequences
+
+    assert pad_sequences(xt + xv).tolist() == keras_padded
+
+
+@pytest.mark.slow
+def test_force_replaces_only_the_named_variant_from_an_npz_dataset(tmp_path: Path) -> None:
+    data = tmp_path / "tiny_imdb.npz"
+    write_imdb_npz(data, train=300, test=256)
+    models = tmp_path / "models"
+    for name in ("sentiment_fp32", "sentiment_int8"):
+        (models / name).mkdir(parents=True)
+        (models / name / "mine.txt").write_text(name)
+    done = export(
+        "--dataset",
+        str(data),
+        "--train-samples",
+        "300",
+        "--test-samples",
+        "256",
+        "--epochs",
+        "1",
+        "--variants",
+        "fp32",
+        "--max-batch-size",
+        "16",
+        "--output",
+        str(models),
+        "--force",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (models / "sentiment_fp32" / "mine.txt").exists()
+    assert (models / "sentiment_fp32" / "1" / "model.onnx").is_file()
+    assert (models / "sentiment_int8" / "mine.txt").read_text() == "sentiment_int8"
+    assert sorted(p.name for p in models.iterdir()) == ["sentiment_fp32", "sentiment_int8"]
+    from servescope.repository import read_model
+
+    entry = read_model(models / "sentiment_fp32")
+    assert entry.metadata["dataset"] == {"name": "tiny_imdb.npz", "train_samples": 300, "test_samples": 256}
+    assert entry.config.max_batch_size == 16
+    assert list(entry.config.dynamic_batching.preferred_batch_size) == [8, 16]
+    # The closing table names the written variant with its numbers.
+    table = done.stdout.splitlines()
+    assert table[0].split()[:2] == ["model", "size"]
+    assert table[2].startswith("sentiment_fp32 ")
