@@ -37,12 +37,19 @@ import numpy as np  # noqa: E402
 from locust import User, constant, events, task  # noqa: E402
 
 from loadtest.payload import build_requests, inputs_from_metadata  # noqa: E402
-from loadtest.samples import CODE_CLIENT_DROPPED, CODE_CLIENT_ERROR, CODE_OK, SAMPLE_DTYPE  # noqa: E402
+from loadtest.samples import (  # noqa: E402
+    CODE_CLIENT_DROPPED,
+    CODE_CLIENT_ERROR,
+    CODE_OK,
+    SAMPLE_DTYPE,
+    code_name,
+)
 from servescope.protocol import grpc_service_pb2 as pb  # noqa: E402
 from servescope.protocol import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
 
 FLUSH_INTERVAL_S = 0.2
 PAYLOAD_POOL = 64  # distinct requests per process, cycled
+RETRY_S = 0.2  # ModelMetadata retry interval while the model cannot be reached
 LATE_THRESHOLD_S = 0.005  # an open-loop arrival issued later than this behind schedule counts as late
 
 
@@ -78,6 +85,8 @@ class _Process:
         }
         self.flusher: gevent.Greenlet | None = None
         self.test_start_s = time.time()
+        self.retry_at = 0.0
+        self.setup_code = CODE_CLIENT_ERROR
 
     def setup(self, environment: Any) -> None:
         """Once per process: read the config, open the channel, ask ModelMetadata, build payloads."""
@@ -96,6 +105,22 @@ class _Process:
                 options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)],
             )
             self.stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            self.ready = True
+            self.flusher = gevent.spawn(self._flush_forever)
+        self.build_payloads()
+
+    def build_payloads(self) -> int | None:
+        """Ask ModelMetadata and build the payloads; on failure return the status code to record.
+
+        Retried (at most every RETRY_S) until it works, so a server that comes back is used again.
+        """
+        if self.requests:
+            return None
+        with self.lock:
+            if self.requests:
+                return None
+            if time.monotonic() < self.retry_at:
+                return self.setup_code
             model = self.config["model"]
             try:
                 metadata = self.stub.ModelMetadata(
@@ -110,12 +135,19 @@ class _Process:
                     kind=self.config.get("payload", "auto"),
                     max_token=self.config.get("max_token"),
                 )
-            except Exception as exc:  # recorded and reported by the driver; users then fail every call
-                code = exc.code().name if isinstance(exc, grpc.RpcError) else type(exc).__name__
-                self.status["setup_error"] = f"ModelMetadata for {model!r} failed: {code}: {exc}"
+                self.status["setup_error"] = None
+                return None
+            except Exception as exc:  # recorded with its code; the driver reports the message
+                if isinstance(exc, grpc.RpcError):
+                    self.setup_code = exc.code().value[0]
+                    detail = f"{exc.code().name}: {exc.details()}"
+                else:
+                    self.setup_code = CODE_CLIENT_ERROR
+                    detail = f"{type(exc).__name__}: {exc}"
+                self.status["setup_error"] = f"ModelMetadata for {model!r} failed: {detail}"
+                self.retry_at = time.monotonic() + RETRY_S
                 self.write_status()
-            self.ready = True
-            self.flusher = gevent.spawn(self._flush_forever)
+                return self.setup_code
 
     def take_request(self) -> pb.ModelInferRequest | None:
         if not self.requests:
@@ -200,6 +232,7 @@ class _KServeUser(User):
 
     def call(self) -> None:
         """One ModelInfer call, timed with perf_counter, reported once to Locust and once to samples."""
+        setup_code = PROCESS.build_payloads()
         request = PROCESS.take_request()
         model = PROCESS.config.get("model", "?")
         batch = int(PROCESS.config.get("batch_size", 1))
@@ -208,9 +241,9 @@ class _KServeUser(User):
         length = 0
         started = time.perf_counter()
         if request is None:
-            code = CODE_CLIENT_ERROR
-            exception = GrpcStatusError("CLIENT_ERROR", PROCESS.status["setup_error"] or "no payload")
-            gevent.sleep(0.1)  # do not spin when the model cannot be reached at all
+            code = CODE_CLIENT_ERROR if setup_code is None else setup_code
+            exception = GrpcStatusError(code_name(code), PROCESS.status["setup_error"] or "no payload")
+            gevent.sleep(RETRY_S)  # do not spin while the model cannot be reached
         else:
             try:
                 response = PROCESS.stub.ModelInfer(request, timeout=timeout_s)

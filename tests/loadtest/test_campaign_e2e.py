@@ -17,6 +17,7 @@ import pytest
 from loadtest.campaign import run_campaign
 from loadtest.campaign_config import ServerSetting, parse_campaign_config
 from loadtest.procs import REPO_ROOT, child_env
+from loadtest.samples import SampleReader
 from loadtest.server_proc import start_server
 from servescope import results
 
@@ -39,10 +40,11 @@ def _kill_when(condition: object, action: object, timeout_s: float = 60.0) -> th
     return thread
 
 
-def _window_seen(output: Path, step: int, window: int) -> bool:
-    """True once Locust for `step` has produced samples for `window` seconds (read from its stats file)."""
-    stats = output / "locust" / f"step-{step:03d}_stats_history.csv"
-    return stats.is_file() and len(stats.read_text().splitlines()) > window
+def _answered(output: Path, step: int, count: int) -> bool:
+    """True once the load generator of `step` has recorded `count` answered requests."""
+    reader = SampleReader(output / ".raw" / f"step-{step:03d}")
+    reader.poll()
+    return int((reader.all()["code"] == 0).sum()) >= count
 
 
 def test_server_killed_mid_step_is_recorded_and_campaign_continues(
@@ -65,7 +67,7 @@ def test_server_killed_mid_step_is_recorded_and_campaign_continues(
     def kill_server() -> None:
         os.kill(json.loads(ready.read_text())["pid"], signal.SIGKILL)
 
-    _kill_when(lambda: ready.is_file() and _window_seen(output, 0, 1), kill_server)
+    _kill_when(lambda: ready.is_file() and _answered(output, 0, 300), kill_server)
     lines: list[str] = []
     run_campaign(config, output, model_repository=model_repository, progress=lines.append)
     steps, skipped = results.read_steps(output)
@@ -99,7 +101,7 @@ def test_external_target_dying_stops_the_campaign_cleanly(model_repository: Path
         }
     )
     try:
-        _kill_when(lambda: _window_seen(output, 0, 1), lambda: server.proc.send_signal(signal.SIGKILL))
+        _kill_when(lambda: _answered(output, 0, 300), lambda: server.proc.send_signal(signal.SIGKILL))
         lines: list[str] = []
         run_campaign(
             config,
@@ -142,7 +144,7 @@ def test_ctrl_c_keeps_finished_steps_and_leaves_no_process(model_repository: Pat
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not _window_seen(output, 1, 1):
+        while time.monotonic() < deadline and not _answered(output, 1, 300):
             time.sleep(0.1)
         children = _descendants(proc.pid)
         assert len(children) >= 3, children  # server, Locust master, Locust worker
