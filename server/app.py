@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from servescope.repository import ModelEntry, RepositoryError, list_models
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DRAIN_LINGER_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -216,9 +218,14 @@ class Server:
         self.core.draining = True
         self.core.ready = False
         await self._health.enter_graceful_shutdown()
+        started_s = time.monotonic()
         drained = await self.core.drain(grace_s)
         if not drained:
             log.warning("grace period of %.1f s over with requests still running", grace_s)
+        # Calls already on the wire when draining began have not reached a handler yet: keep refusing
+        # them with UNAVAILABLE for a moment, or gRPC's stop would cancel them with a bare CANCELLED.
+        linger_s = min(DRAIN_LINGER_S, max(0.0, grace_s - (time.monotonic() - started_s)))
+        await asyncio.sleep(linger_s)
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
         self._live = False
