@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         f"machine; median and min-max of {args.rounds} round(s) x {args.duration_s:g} s"
     )
     chart.plot(summary, args.output / "latest.png", title)
+    (args.output / "latest.md").write_text(stats.format_markdown(summary, ratio_table) + "\n")
     print()
     print(stats.format_table(summary, ratio_table))
     print()
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"locust {record['server']} {record['users']} users: {record['throughput_rps']:.0f} req/s, "
                 f"p50 {record['p50_s'] * 1e3:.2f} ms, p99 {record['p99_s'] * 1e3:.2f} ms"
             )
-    print(f"\nwrote {json_path} and {args.output / 'latest.png'} in {results['wall_s']:.0f} s")
+    print(f"\nwrote {json_path}, latest.png and latest.md in {results['wall_s']:.0f} s")
     return 0
 
 

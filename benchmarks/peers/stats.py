@@ -243,6 +243,36 @@ def format_table(
     return "\n".join(line.rstrip() for line in lines)
 
 
+def format_markdown(
+    summary: Mapping[str, Mapping[int, Mapping[str, Spread]]],
+    ratio_table: Mapping[str, Mapping[int, Mapping[str, float]]],
+    reference: str = REFERENCE,
+) -> str:
+    """The same figures as a Markdown table, one row per concurrency and server, ratios in the peer rows."""
+    order = (
+        [reference, *sorted(s for s in summary if s != reference)]
+        if reference in summary
+        else sorted(summary)
+    )
+    concurrencies = sorted({c for by_c in summary.values() for c in by_c})
+    lines = [
+        "| concurrency | server | requests/s | p50 ms | p99 ms | servescope/peer: throughput, p50, p99 |",
+        "|---:|---|---|---|---|---|",
+    ]
+    for c in concurrencies:
+        for server in order:
+            m = summary[server].get(c)
+            if m is None:
+                continue
+            r = ratio_table.get(server, {}).get(c)
+            ratio = f"{r['throughput']:.2f}x, {r['p50']:.2f}x, {r['p99']:.2f}x" if r else ""
+            lines.append(
+                f"| {c} | {server} | {_fmt(m['throughput_rps'], 1, 0)} | {_fmt(m['p50_s'], 1e3, 2)} | "
+                f"{_fmt(m['p99_s'], 1e3, 2)} | {ratio} |"
+            )
+    return "\n".join(lines)
+
+
 def _fmt(s: Spread, scale: float, digits: int) -> str:
     if s.count == 0:
         return "n/a"

@@ -213,3 +213,15 @@ def test_table_lists_servescope_first_with_ratios() -> None:
     assert "3000 [2700-3300]" in table
     assert "servescope/triton: throughput 2.00x, p50 0.50x, p99 0.50x" in table
     assert all(line == line.rstrip() for line in lines)
+
+
+def test_markdown_table_has_one_row_per_point_and_ratios_on_peer_rows() -> None:
+    summary = stats.summarize(RUNS)
+    rows = stats.format_markdown(summary, stats.ratios(summary)).splitlines()
+    assert rows[0].startswith("| concurrency | server |")
+    assert len(rows) == 2 + 6  # header, then three servers at concurrency 1 and 32
+    assert rows[2] == "| 1 | servescope | 500 [480-520] | 1.90 [1.80-2.10] | 3.00 [2.50-4.00] |  |"
+    assert (
+        "| 32 | triton | 1500 [1400-1600] | 20.00 [19.00-21.00] | 40.00 [30.00-50.00] | 2.00x, 0.50x, 0.50x |"
+        in rows
+    )
