@@ -53,8 +53,19 @@ def settings_label(step: StepRecord) -> str:
     return f"{batching}{instances}{device}"
 
 
+def offered_load(step: StepRecord) -> float:
+    """Users (closed loop) or requests/s (open loop) that the step offered."""
+    return float(step.load.users if step.load.mode == "closed" else step.load.rate_rps or 0)
+
+
 def capacities(
-    steps: list[StepRecord], *, percentile: str, objective_s: float, max_error_ratio: float, batch_size: int
+    steps: list[StepRecord],
+    *,
+    percentile: str,
+    objective_s: float,
+    max_error_ratio: float,
+    batch_size: int,
+    include_unstable: bool = False,
 ) -> tuple[list[Capacity], list[str]]:
     """Best qualifying step per configuration, and one line per configuration with none."""
     attribute = PERCENTILES[percentile]
@@ -67,18 +78,17 @@ def capacities(
         ok = [
             step
             for step in group
-            if step.stable
+            if (step.stable or include_unstable)
             and step.latency_s is not None
             and getattr(step.latency_s, attribute) <= objective_s
             and step.error_ratio <= max_error_ratio
         ]
         if not ok:
-            missing.append(
-                f"{model} [{label}]: no stable step meets {percentile} <= {objective_s * 1000:g} ms"
-            )
+            kind = "step" if include_unstable else "stable step"
+            missing.append(f"{model} [{label}]: no {kind} meets {percentile} <= {objective_s * 1000:g} ms")
             continue
         best = max(ok, key=lambda step: step.requests_per_s)
-        heaviest = max(group, key=lambda step: step.requests_per_s)
+        heaviest = max(group, key=offered_load)
         inflight = None
         if best.server is not None and best.server.request_mean_s is not None:
             inflight = best.requests_per_s * best.server.request_mean_s
@@ -89,8 +99,8 @@ def capacities(
                 step=best,
                 latency_s=getattr(best.latency_s, attribute),
                 inflight_per_pod=inflight,
-                # The heaviest step still met the objective: the limit lies beyond what was measured.
-                lower_bound=best.cpu.generator_saturated or best is heaviest,
+                # The most heavily loaded step still met the objective: the limit lies beyond it.
+                lower_bound=best.cpu.generator_saturated or offered_load(best) >= offered_load(heaviest),
             )
         )
     return found, missing
@@ -115,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--spare", type=int, default=1, help="extra replicas that may fail (N+spare)")
     parser.add_argument("--max-error-ratio", type=float, default=0.01, help="errors allowed in a step")
+    parser.add_argument(
+        "--include-unstable",
+        action="store_true",
+        help="also use steps whose windows disagreed (noisy machine); marked with * in the table",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.headroom <= 1:
         parser.error(f"--headroom must be in (0, 1], got {args.headroom}")
@@ -134,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         objective_s=objective_s,
         max_error_ratio=args.max_error_ratio,
         batch_size=args.batch_size,
+        include_unstable=args.include_unstable,
     )
     machine = campaign.machine
     print(
@@ -142,21 +158,23 @@ def main(argv: list[str] | None = None) -> int:
         f" objective {percentile} <= {objective_s * 1000:g} ms; target {args.target_rps:g} req/s at batch"
         f" {args.batch_size}; headroom {args.headroom:g}, spare {args.spare}"
     )
-    header = f"{'model':<16} {'server settings':<38} {'capacity':>10} {percentile:>8}"
+    header = f"{'model':<16} {'server settings':<52} {'capacity':>10} {percentile:>8}"
     print(f"{header} {'in-flight':>9} {'replicas':>8}")
     for item in sorted(found, key=lambda c: -c.step.requests_per_s):
         count = replicas_needed(args.target_rps, item.step.requests_per_s, args.headroom, args.spare)
         inflight = f"{item.inflight_per_pod:.1f}" if item.inflight_per_pod is not None else "-"
-        bound = ">=" if item.lower_bound else "  "
+        marks = (">" if item.lower_bound else " ") + (" " if item.step.stable else "*")
         print(
-            f"{item.model:<16} {item.settings:<38} {bound}{item.step.requests_per_s:>8.0f} "
+            f"{item.model:<16} {item.settings:<52} {marks}{item.step.requests_per_s:>8.0f} "
             f"{item.latency_s * 1000:>6.1f}ms {inflight:>9} {count:>8}"
         )
     for line in missing:
         print(f"  {line}")
     if any(item.lower_bound for item in found):
-        print(">= : the best step was the heaviest one measured, or the generator was saturated:")
-        print("     capacity is at least this (measure higher load to find the limit).")
+        print("> : the best step was the heaviest one measured, or the generator was saturated:")
+        print("    capacity is at least this (measure higher load to find the limit).")
+    if any(not item.step.stable for item in found):
+        print("* : from a step whose measurement windows disagreed more than the campaign allows.")
     return 0 if found else 1
 
 
