@@ -60,7 +60,7 @@ class LoadLevel:
     rate_rps: float | None = None
 
     def label(self) -> str:
-        return f"{self.users} users" if self.mode == "closed" else f"{self.rate_rps:g} req/s"
+        return f"{self.users} users" if self.mode == "closed" else f"{self.rate_rps:.4g} req/s"
 
 
 @dataclass

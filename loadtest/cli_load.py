@@ -44,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="tokens: synthetic reviews; random: random values; auto: tokens for a [-1, L] integer input",
     )
+    parser.add_argument(
+        "--ramp-steps",
+        type=int,
+        default=1,
+        help="raise the load in this many equal steps up to --users or --rate within one Locust run; "
+        "each step gets its own warm-up, --duration-s of measurement and step record",
+    )
     parser.add_argument("--timeout-s", type=float, default=30.0, help="per-request gRPC deadline, seconds")
     parser.add_argument("--seed", type=int, default=0, help="payload seed")
     parser.add_argument(
@@ -69,6 +76,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--workers {args.workers}: must not be negative")
     if args.max_inflight < 1:
         raise UsageError(f"--max-inflight {args.max_inflight}: must be at least 1")
+    if args.ramp_steps < 1:
+        raise UsageError(f"--ramp-steps {args.ramp_steps}: must be at least 1")
     if ":" not in args.target:
         raise UsageError(f"--target {args.target!r}: expected HOST:PORT")
 
@@ -91,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         payload=args.payload,
         timeout_s=args.timeout_s,
         seed=args.seed,
+        ramp_steps=args.ramp_steps,
         metrics_url=args.metrics_url,
         model_repository=args.model_repository,
     )

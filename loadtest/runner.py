@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -193,22 +194,74 @@ def run_step(
     locust = LocustRun(settings, out_dir, prefix, run_time_s)
     reader = SampleReader(settings.samples_dir)
     try:
-        return _measure(locust, reader, settings, timing, metrics_url, server_pid, progress, label or prefix)
+        first_s = _first_sample(locust, reader)
+        return _measure(
+            locust, reader, settings, timing, metrics_url, server_pid, progress, label or prefix, first_s
+        )
     finally:
         locust.stop()
 
 
-def _measure(
-    locust: LocustRun,
-    reader: SampleReader,
+def ramp_schedule(levels: list[tuple[int | None, float | None]], phase_s: float) -> list[dict[str, float]]:
+    """The locustfile's ramp: level i (users, rate_rps) holds until (i + 1) * phase_s from the start."""
+    return [
+        {"until_s": (i + 1) * phase_s, "users": users or 1, "rate_rps": rate or 0.0}
+        for i, (users, rate) in enumerate(levels)
+    ]
+
+
+def run_ramp(
     settings: LocustSettings,
+    levels: list[tuple[int | None, float | None]],
     timing: StepTiming,
-    metrics_url: str | None,
-    server_pid: int | None,
-    progress: Callable[[str], None],
-    label: str,
-) -> StepOutcome:
+    out_dir: Path,
+    prefix: str,
+    *,
+    metrics_url: str | None = None,
+    server_pid: int | None = None,
+    progress: Callable[[str], None] = print,
+    labels: list[str] | None = None,
+) -> list[StepOutcome]:
+    """One Locust run whose load rises in steps (shape_steps.py / open-loop ramp); one outcome per level.
+
+    Each level lasts warm-up + a fixed measurement (timing.fixed) + one second of slack, so the level's
+    windows never straddle a change of load.
+    """
+    if settings.samples_dir.exists():
+        shutil.rmtree(settings.samples_dir)
+    phase_s = timing.warmup_s + timing.max_windows() * timing.window_s + 1.0
+    settings.ramp = ramp_schedule(levels, phase_s)
+    run_time_s = FIRST_SAMPLE_TIMEOUT_S + phase_s * len(levels) + 30.0
+    locust = LocustRun(settings, out_dir, prefix, run_time_s)
+    reader = SampleReader(settings.samples_dir)
+    outcomes: list[StepOutcome] = []
+    try:
+        first_s = _first_sample(locust, reader)
+        for i in range(len(levels)):
+            label = labels[i] if labels else f"{prefix} level {i + 1}/{len(levels)}"
+            outcome = _measure(
+                locust,
+                reader,
+                settings,
+                timing,
+                metrics_url,
+                server_pid,
+                progress,
+                label,
+                first_s + i * phase_s,
+            )
+            outcomes.append(outcome)
+            if not locust.alive():
+                break
+    finally:
+        locust.stop()
+    return outcomes
+
+
+def _first_sample(locust: LocustRun, reader: SampleReader) -> float:
+    """Wait for the first recorded request; its completion time starts the warm-up."""
     launched_s = time.time()
+    reader.poll()
     while not reader.all().size:
         if not locust.alive():
             raise StepFailed(
@@ -220,9 +273,22 @@ def _measure(
             )
         time.sleep(0.1)
         reader.poll()
-    first_s = float(reader.all()["end_s"].min())
-    notes: list[str] = []
+    return float(reader.all()["end_s"].min())
 
+
+def _measure(
+    locust: LocustRun,
+    reader: SampleReader,
+    settings: LocustSettings,
+    timing: StepTiming,
+    metrics_url: str | None,
+    server_pid: int | None,
+    progress: Callable[[str], None],
+    label: str,
+    first_s: float,
+) -> StepOutcome:
+    """Warm up from first_s, then measure windows (see the module docstring)."""
+    notes: list[str] = []
     generator = _CpuClock([p.pid for p in locust.processes])
     server_cpu = _CpuClock([server_pid]) if server_pid else None
     planned_start_s = first_s + timing.warmup_s
@@ -232,6 +298,7 @@ def _measure(
     snapshots = [snapshot]
     gen_times = [generator.read()]
     srv_times = [server_cpu.read() if server_cpu else {}]
+    status_before = _generator_status(settings.samples_dir, first_s, first_s)
     windows: list[Window] = []
     stable = False
     last_print_s = time.time()
@@ -305,6 +372,8 @@ def _measure(
             server_cores = (a - b) / duration_s
 
     status = _generator_status(settings.samples_dir, start_s, end_s)
+    status["late"] -= status_before["late"]
+    status["dropped"] -= status_before["dropped"]
     for message in sorted(status["setup_errors"]):
         notes.append(message)
     arrivals = measured.completed + sum(measured.errors_by_code.values())
@@ -316,8 +385,6 @@ def _measure(
         notes.append(f"{status['late']} open-loop arrivals were sent late (generator behind schedule)")
     if status["dropped"]:
         notes.append(f"{status['dropped']} open-loop arrivals were dropped at the in-flight cap")
-    import os
-
     cpu = CpuUsage(
         server_cores=server_cores,
         generator_cores=generator_cores,

@@ -28,7 +28,7 @@ from loadtest.campaign import (
 from loadtest.campaign_config import LoadLevel
 from loadtest.locust_run import LocustSettings
 from loadtest.machine import machine_info, peak_probe
-from loadtest.runner import StepFailed, StepTiming, run_step
+from loadtest.runner import StepFailed, StepTiming, run_ramp, run_step
 from servescope import results
 from servescope.results import CampaignInfo
 
@@ -53,12 +53,19 @@ class LoadRequest:
     metrics_url: str | None = None
     model_repository: Path | None = None
     stability_percent: float = 10.0
+    ramp_steps: int = 1  # >1: the load rises in this many equal steps up to users / rate_rps
 
 
 def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None] = print) -> Path:
-    """Run one fixed-length test (three windows of duration_s / 3) and write output/ as a campaign."""
+    """Run one fixed-length test (three windows of duration_s / 3) and write output/ as a campaign.
+
+    With ramp_steps > 1 one Locust run steps its load up (users or rate), and each level becomes a
+    step record of its own (warm-up, then duration_s measured, per level).
+    """
     if (request.users is None) == (request.rate_rps is None):
         raise CampaignError("give exactly one of users (closed loop) or rate_rps (open loop)")
+    if request.ramp_steps < 1:
+        raise CampaignError(f"ramp_steps {request.ramp_steps}: must be at least 1")
     output = Path(output)
     metadata: dict[str, Any] = {}
     if request.model_repository is not None:
@@ -77,28 +84,35 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
         peak=peak_probe(),
     )
     results.write_campaign(info, output)
-    level = (
-        LoadLevel("closed", users=request.users)
-        if request.users is not None
-        else LoadLevel("open", rate_rps=request.rate_rps)
-    )
+    levels = ramp_levels(request)
+    final = levels[-1]
     snapshot = scrape.try_scrape(request.metrics_url)
     source = (scrape.source_of(snapshot) if snapshot else None) or "unknown"
     settings = server_settings_for(None, None, device_from_metrics(snapshot, request.model), source)
     precision = metadata.get("precision") or scrape.model_label(snapshot, request.model, "precision")
-    ctx = StepContext(
-        0, request.model, precision, request.batch_size, level, request.arrival, request.workers, settings,
-        request.warmup_s,
-    )  # fmt: skip
+    contexts = [
+        StepContext(
+            i,
+            request.model,
+            precision,
+            request.batch_size,
+            level,
+            request.arrival,
+            request.workers,
+            settings,
+            request.warmup_s,
+        )
+        for i, level in enumerate(levels)
+    ]
     max_token = (metadata.get("inputs") or {}).get("tokens", {}).get("max_value")
     raw_dir = output / ".raw"
     locust_settings = LocustSettings(
         target=request.target,
         model=request.model,
         samples_dir=raw_dir,
-        mode=level.mode,
-        users=request.users,
-        rate_rps=request.rate_rps,
+        mode=final.mode,
+        users=final.users,
+        rate_rps=final.rate_rps,
         arrival=request.arrival,
         batch_size=request.batch_size,
         workers=request.workers,
@@ -116,32 +130,63 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
         stable_windows=WINDOWS,
         fixed=True,
     )
-    label = f"{request.model} batch {request.batch_size} {level.label()}"
-    progress(f"{label}: warming up {request.warmup_s:g} s, then measuring {request.duration_s:g} s")
+    labels = [f"{request.model} batch {request.batch_size} {level.label()}" for level in levels]
+    if len(levels) > 1:
+        labels = [f"ramp {i + 1}/{len(levels)}: {label}" for i, label in enumerate(labels)]
+    progress(
+        f"{labels[0]}: warming up {request.warmup_s:g} s, then measuring {request.duration_s:g} s"
+        + (f" per level, {len(levels)} levels" if len(levels) > 1 else "")
+    )
+    recorded = 0
     with sigterm_as_interrupt():
         try:
-            outcome = run_step(
-                locust_settings,
-                timing,
-                output / "locust",
-                "locust",
-                metrics_url=request.metrics_url,
-                progress=progress,
-                label=label,
-            )
+            if len(levels) == 1:
+                outcomes = [
+                    run_step(
+                        locust_settings,
+                        timing,
+                        output / "locust",
+                        "locust",
+                        metrics_url=request.metrics_url,
+                        progress=progress,
+                        label=labels[0],
+                    )
+                ]
+            else:
+                outcomes = run_ramp(
+                    locust_settings,
+                    [(level.users, level.rate_rps) for level in levels],
+                    timing,
+                    output / "locust",
+                    "locust",
+                    metrics_url=request.metrics_url,
+                    progress=progress,
+                    labels=labels,
+                )
+            for ctx, label, outcome in zip(contexts, labels, outcomes, strict=False):
+                record = build_record(ctx, outcome, save_samples(outcome, output, ctx.index))
+                results.append_step(record, output)
+                recorded += 1
+                progress(f"{label}: {step_summary(record)}")
         except StepFailed as exc:
             raise CampaignError(f"load test of {request.model!r} at {request.target} failed: {exc}") from exc
         except KeyboardInterrupt:
             info.interrupted = True
+            raise CampaignInterrupted(output, recorded, len(levels)) from None
+        finally:
             info.finished_at = now_iso()
             results.write_campaign(info, output)
-            raise CampaignInterrupted(output, 0, 1) from None
-        finally:
             with contextlib.suppress(OSError):
                 shutil.rmtree(raw_dir)
-    record = build_record(ctx, outcome, save_samples(outcome, output, 0))
-    results.append_step(record, output)
-    info.finished_at = now_iso()
-    results.write_campaign(info, output)
-    progress(f"{label}: {step_summary(record)}; results in {output}")
+    progress(f"results in {output}")
     return output
+
+
+def ramp_levels(request: LoadRequest) -> list[LoadLevel]:
+    """The load levels: one, or ramp_steps levels rising evenly to the requested users or rate."""
+    steps = request.ramp_steps
+    if request.users is not None:
+        users = sorted({max(1, round(request.users * (i + 1) / steps)) for i in range(steps)})
+        return [LoadLevel("closed", users=u) for u in users]
+    assert request.rate_rps is not None
+    return [LoadLevel("open", rate_rps=request.rate_rps * (i + 1) / steps) for i in range(steps)]

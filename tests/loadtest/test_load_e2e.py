@@ -109,3 +109,28 @@ def test_distributed_mode_totals_add_up(running_server: ManagedServer, tmp_path:
     assert (tmp_path / "locust" / "dist-worker0.log").is_file()
     assert (tmp_path / "locust" / "dist-worker1.log").is_file()
     assert outcome.cpu.generator_cores is not None and outcome.cpu.generator_cores > 0
+
+
+def test_ramp_gives_one_record_per_level(running_server: ManagedServer, tmp_path: Path) -> None:
+    output = tmp_path / "ramp"
+    run_load(
+        LoadRequest(
+            target=running_server.target,
+            model="sentiment_int8",
+            users=4,
+            rate_rps=None,
+            duration_s=1.5,
+            warmup_s=0.5,
+            ramp_steps=2,
+            metrics_url=running_server.metrics_url,
+        ),
+        output,
+        progress=lambda _line: None,
+    )
+    steps, _ = results.read_steps(output)
+    assert [(s.step_index, s.load.users) for s in steps] == [(0, 2), (1, 4)]
+    for step in steps:
+        assert step.completed > 0 and step.errors_by_code == {}
+        assert step.server is not None
+        assert abs(step.server.requests_by_code["OK"] - step.completed) <= step.requests_per_s
+    assert steps[1].started_at > steps[0].started_at
