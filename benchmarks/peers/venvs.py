@@ -17,7 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 VENVS = HERE / ".venvs"
-PEERS = ("triton", "mlserver")
+PEERS = ("triton", "mlserver", "tools")
 STAMP = ".requirements-sha256"
 
 log = logging.getLogger("peers.venvs")
