@@ -122,13 +122,20 @@ def run_rounds(args: argparse.Namespace, repository: Path, chosen: dict[str, dic
     runs: list[dict[str, Any]] = []
     locust: list[dict[str, Any]] = []
     starts: dict[str, list[float]] = {name: [] for name in args.server_list}
+    failures: list[dict[str, Any]] = []
     for round_index in range(1, args.rounds + 1):
         shift = (round_index - 1) % len(args.server_list)
         order = args.server_list[shift:] + args.server_list[:shift]
         for name in order:
-            server = servers.start(
-                name, chosen[name], repository, args.model, workdir / f"round{round_index}-{name}"
-            )
+            try:
+                server = servers.start(
+                    name, chosen[name], repository, args.model, workdir / f"round{round_index}-{name}"
+                )
+            except servers.ServerStartError as exc:
+                # One failed start must not throw away the rest of a long run; it is reported.
+                failures.append({"round": round_index, "server": name, "error": str(exc).splitlines()[0]})
+                log.error("round %d: %s", round_index, failures[-1]["error"])
+                continue
             starts[name].append(round(server.started_s, 2))
             try:
                 for concurrency in args.concurrency_list:
@@ -159,7 +166,7 @@ def run_rounds(args: argparse.Namespace, repository: Path, chosen: dict[str, dic
                     log.info("locust %s: %s", name, locust[-1])
             finally:
                 servers.stop(server)
-    return runs, locust, starts
+    return runs, locust, starts, failures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         log.info("%s settings: %s", name, chosen[name])
 
-    runs, locust, starts = run_rounds(args, repository, chosen, workdir)
+    runs, locust, starts, failures = run_rounds(args, repository, chosen, workdir)
     summary = stats.summarize(stats.check_run(r) for r in runs)
     ratio_table = stats.ratios(summary)
     verdicts = stats.check_targets(summary, ratio_table)
@@ -222,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": stats.ratios_to_json(ratio_table),
         "targets": [{"name": v.name, "met": v.met, "detail": v.detail} for v in verdicts],
         "locust": locust,
+        "failures": failures,
     }
     args.output.mkdir(parents=True, exist_ok=True)
     json_path = args.output / "latest.json"
@@ -247,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"locust {record['server']} {record['users']} users: {record['throughput_rps']:.0f} req/s, "
                 f"p50 {record['p50_s'] * 1e3:.2f} ms, p99 {record['p99_s'] * 1e3:.2f} ms"
             )
+    for failure in failures:
+        print(f"FAILED round {failure['round']} {failure['server']}: {failure['error']}")
     print(f"\nwrote {json_path}, latest.png and latest.md in {results['wall_s']:.0f} s")
     return 0
 
