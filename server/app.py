@@ -52,6 +52,7 @@ class ServerOptions:
     max_batch_size: int | None = None
     max_queue_delay_us: int | None = None
     batching: bool = True
+    adaptive_delay: bool = True
     max_queue_size: int | None = None
     instances: int | None = None
     intra_op_threads: int = 0
@@ -84,6 +85,7 @@ def batch_settings(config: mc.ModelConfig, options: ServerOptions) -> BatchSetti
         max_queue_size=queue_size,
         max_concurrent_batches=instances,
         batching=batching,
+        adaptive_delay=options.adaptive_delay,
     )
 
 

@@ -7,7 +7,9 @@ deadline passed are dropped before a batch is formed, so they are never computed
 When a batch can run (an execution slot is free), the scheduler waits at most `max_queue_delay_us`
 after the oldest queued request arrived for company, and closes the batch earlier once it holds the
 largest preferred batch size (or max_batch_size) samples. Requests that waited for a slot are already
-past their delay and leave with the next free slot.
+past their delay and leave with the next free slot. With `adaptive_delay` (the default) the batch also
+closes early when the recent arrival rate says the next request will not come before the delay ends
+(one client at a time, light load): waiting could only add latency then.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import numpy as np
 
 from server.errors import DeadlineExpired, InvalidInput, Overloaded, Unavailable
 
+_ARRIVAL_SMOOTHING = 0.1  # weight of the newest gap in the moving average of inter-arrival times
+
 Execute = Callable[[list[np.ndarray]], Awaitable[Sequence[np.ndarray]]]
 
 
@@ -35,14 +39,18 @@ class BatchSettings:
     max_queue_size: int = 0  # 0: unbounded
     max_concurrent_batches: int = 1
     batching: bool = True
+    # Close a batch before the delay runs out when, judging by the recent arrival rate, the next request
+    # is not expected before the delay would end: waiting would only add latency (e.g. one client).
+    adaptive_delay: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue_delay_us", "max_queue_size", "max_concurrent_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an int, got {value!r}")
-        if not isinstance(self.batching, bool):
-            raise TypeError(f"batching must be a bool, got {self.batching!r}")
+        for name in ("batching", "adaptive_delay"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.max_queue_delay_us < 0:
@@ -134,6 +142,8 @@ class Batcher:
         self._running: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._closed = False
+        self._last_arrival_s: float | None = None
+        self._interarrival_s: float | None = None  # moving average of the time between arrivals
 
     @property
     def queue_depth(self) -> int:
@@ -168,7 +178,15 @@ class Batcher:
         if self._scheduler is None:
             self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
         future: asyncio.Future[BatchOutcome] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(inputs, samples, future, self._clock(), deadline_s))
+        now_s = self._clock()
+        if self._last_arrival_s is not None:
+            gap_s = now_s - self._last_arrival_s
+            average = self._interarrival_s
+            self._interarrival_s = (
+                gap_s if average is None else average + _ARRIVAL_SMOOTHING * (gap_s - average)
+            )
+        self._last_arrival_s = now_s
+        self._queue.append(_Pending(inputs, samples, future, now_s, deadline_s))
         self._queued_samples += samples
         self._wakeup.set()
         return await future
@@ -221,7 +239,7 @@ class Batcher:
             if self._queued_samples >= target:
                 break
             remaining_s = self._queue[0].enqueued_s + delay_s - self._clock()
-            if remaining_s <= 0:
+            if remaining_s <= 0 or self._no_company_expected(remaining_s):
                 break
             self._wakeup.clear()
             timer = loop.call_later(remaining_s, self._wakeup.set)
@@ -241,6 +259,13 @@ class Batcher:
             total += self._queue[0].samples
             batch.append(self._pop())
         return batch
+
+    def _no_company_expected(self, remaining_s: float) -> bool:
+        """True when the next arrival, at the recent rate, would come after the delay runs out."""
+        if not self.settings.adaptive_delay or self._interarrival_s is None or self._last_arrival_s is None:
+            return False
+        next_arrival_s = self._last_arrival_s + self._interarrival_s
+        return next_arrival_s > self._clock() + remaining_s
 
     def _pop(self) -> _Pending:
         pending = self._queue.popleft()

@@ -108,6 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run every request as its own batch (for comparisons)",
     )
     add(
+        "--no-adaptive-delay",
+        action="store_true",
+        default=_env_bool("no-adaptive-delay"),
+        help="always wait out --max-queue-delay-us for company, as Triton does, even when the arrival rate "
+        "says no other request will come in time",
+    )
+    add(
         "--max-queue-size",
         type=_non_negative,
         default=_env("max-queue-size", None),
@@ -176,6 +183,7 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
         max_batch_size=args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us,
         batching=not args.no_batching,
+        adaptive_delay=not args.no_adaptive_delay,
         max_queue_size=args.max_queue_size,
         instances=args.instances,
         intra_op_threads=args.intra_op_threads,

@@ -86,6 +86,17 @@ async def test_a_lone_request_waits_at_most_the_queue_delay() -> None:
     await batcher.close()
 
 
+async def test_adaptive_delay_skips_waiting_when_no_company_is_coming() -> None:
+    for adaptive, should_wait in ((True, False), (False, True)):
+        model = FakeModel()
+        batcher, _, _ = make(model, max_queue_delay_us=30_000, adaptive_delay=adaptive)
+        await batcher.submit(rows(1))
+        await asyncio.sleep(0.1)  # arrivals 130 ms apart: nothing will join within a 30 ms delay
+        outcome = await batcher.submit(rows(2))
+        assert (outcome.queue_s >= 0.0299) is should_wait, (adaptive, outcome.queue_s)
+        await batcher.close()
+
+
 async def test_a_full_preferred_batch_leaves_without_waiting_out_the_delay() -> None:
     model = FakeModel()
     batcher, _, _ = make(model, max_queue_delay_us=5_000_000, preferred_batch_sizes=(2, 4))
