@@ -24,7 +24,7 @@ from servescope.protocol import grpc_service_pb2 as pb
 from servescope.protocol import model_config_pb2 as mc
 
 SERVER_NAME = "servescope"
-EXTENSIONS = ("model_configuration", "statistics", "model_repository(index)", "health", "reflection")
+EXTENSIONS = ("model_configuration", "statistics")
 UNKNOWN_MODEL_LABEL = "_unknown"
 
 
