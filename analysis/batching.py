@@ -29,6 +29,7 @@ from servescope.results import StepRecord
 STOP_PAYING_FRACTION = 0.9
 DELAY_SHARE_MIN = 0.3
 LONELY_BATCH_MAX = 1.5
+WINDOW_OBJECTIVE_SHARE = 0.1  # a suggested batch window never takes more than 10% of the objective
 DELAY_WORTH_CHANGING = 0.5  # suggest a shorter window only when it at least halves the current one
 MIN_FIT_SPREAD = 1.0  # batch-size range (samples) the fit needs to say anything about the slope
 
@@ -147,21 +148,28 @@ def suggest_max_batch(fit: BatchFit, objective_s: float, delay_s: float, limit: 
     return best
 
 
-def suggest_delay_us(fit: BatchFit | None, step: StepRecord, cap_at_current: bool = True) -> int:
-    """A window about one batch-of-one compute time: requests that arrive while a batch computes are
-    batched anyway, so a longer window at low load only adds latency."""
-    if fit is not None and fit.compute_s(1) > 0:
-        one_s = fit.compute_s(1)
+def suggest_delay_us(
+    fit: BatchFit | None, step: StepRecord, objective_s: float, cap_at_current: bool = True
+) -> int:
+    """A window of about the compute time of one request, and at most WINDOW_OBJECTIVE_SHARE of the
+    latency objective: requests that arrive while a batch computes are batched anyway, so a longer
+    window at low load only adds latency."""
+    one_request = max(step.client_batch_size, 1)
+    if fit is not None and fit.compute_s(one_request) > 0:
+        one_s = fit.compute_s(one_request)
     elif step.server is not None and step.server.compute_mean_s:
         one_s = step.server.compute_mean_s
     else:
         one_s = 0.0005
+    one_s = min(one_s, WINDOW_OBJECTIVE_SHARE * objective_s)
     suggested = max(100, round(one_s * 1e6 / 100.0) * 100)
     current = step.server_settings.max_queue_delay_us or 0
     return min(suggested, current) if cap_at_current else suggested
 
 
-def analyze_batching(steps: list[StepRecord], decompositions: dict[int, Decomposition]) -> BatchingAnalysis:
+def analyze_batching(
+    steps: list[StepRecord], decompositions: dict[int, Decomposition], objective_s: float
+) -> BatchingAnalysis:
     result = BatchingAnalysis()
     by_model: dict[tuple[str, str], list[StepRecord]] = defaultdict(list)
     for step in steps:
@@ -179,7 +187,7 @@ def analyze_batching(steps: list[StepRecord], decompositions: dict[int, Decompos
     for label, group in by_series.items():
         lowest = min(group, key=lambda s: (offered_load(s), s.step_index))
         finding = _delay_finding(
-            label, lowest, decompositions[lowest.step_index], result.fits.get(lowest.model)
+            label, lowest, decompositions[lowest.step_index], result.fits.get(lowest.model), objective_s
         )
         if finding is not None:
             result.delay_findings.append(finding)
@@ -187,7 +195,7 @@ def analyze_batching(steps: list[StepRecord], decompositions: dict[int, Decompos
 
 
 def _delay_finding(
-    label: str, step: StepRecord, parts: Decomposition, fit: BatchFit | None
+    label: str, step: StepRecord, parts: Decomposition, fit: BatchFit | None, objective_s: float
 ) -> DelayFinding | None:
     delay_us = step.server_settings.max_queue_delay_us or 0
     mean_batch = batch_size_mean(step)
@@ -197,7 +205,7 @@ def _delay_finding(
     share = parts.batching_delay_s / parts.client_mean_s if parts.client_mean_s > 0 else 0.0
     if share < DELAY_SHARE_MIN or per_request_batch > LONELY_BATCH_MAX:
         return None
-    suggested_us = suggest_delay_us(fit, step)
+    suggested_us = suggest_delay_us(fit, step, objective_s)
     if suggested_us > delay_us * DELAY_WORTH_CHANGING:
         return None  # the window is already about one compute time: nothing worth changing
     return DelayFinding(

@@ -132,7 +132,7 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
     untrusted = {f.step_index for f in flags}
     series = group_series(steps)
     curves = {label: build_curve(label, group, objective, untrusted) for label, group in series.items()}
-    batching = analyze_batching(steps, decompositions)
+    batching = analyze_batching(steps, decompositions, objective.latency_s)
     notes.extend(batching.fit_notes)
     utilization: UtilizationAnalysis = analyze_utilization(steps, info)
     comparisons = compare_variants(steps, curves, info)

@@ -43,6 +43,7 @@ QUEUE_DOMINANT_SHARE = 0.5
 DELAY_DOMINANT_SHARE = 0.4
 LONELY_BATCH_MAX = 1.5
 REST_DOMINANT_SHARE = 0.5
+IDLE_HOST = 0.5  # server + generator below half the cores: the machine was not busy with this test
 GPU_BUSY = 0.85
 GPU_IDLE = 0.5
 HOST_BUSY = 0.85
@@ -259,11 +260,25 @@ def _classify(
             ]
         return "queueing", [f"at {at} {shares}; CPUs were not all busy ({cores})", saturation]
     if rest_share >= REST_DOMINANT_SHARE:
-        return "serialization-bound", [
+        reasons = [
             f"at {at} {shares}: server overhead {_ms(parts.server_overhead_s)}, outside the server "
             f"{_ms(parts.outside_server_s)}",
             saturation,
         ]
+        if parts.outside_server_s is not None:
+            # Little's law on the part outside the server: how many requests were there at any time.
+            outside = peak.requests_per_s * parts.outside_server_s
+            reasons.append(
+                f"on average {outside:.1f} requests were outside the server's handler (network, gRPC "
+                "transport, client): a cost that grows with load is a queue there, not a fixed "
+                "per-request cost"
+            )
+        if busy is not None and busy < IDLE_HOST:
+            reasons.append(
+                f"the server and the generator used only {busy:.0%} of the {util.machine_cores} cores: on a "
+                "shared machine, other processes may have held the CPU"
+            )
+        return "serialization-bound", reasons
     largest = max(
         ("queueing", queue_share),
         ("batching", delay_share),
@@ -379,9 +394,10 @@ def _queueing_advice(
     settings = peak.server_settings
     compute_s = parts.compute_s or 0.0
     if not batching_enabled(peak):
-        users = peak.load.users or 1
-        size = min(64, 1 << max(0, math.ceil(math.log2(max(users, 2)))))
-        delay_us = suggest_delay_us(fit, peak, cap_at_current=False)
+        # Enough room to combine every outstanding request (users x samples per request), up to 64.
+        outstanding = (peak.load.users or 1) * max(peak.client_batch_size, 1)
+        size = min(64, 1 << max(0, math.ceil(math.log2(max(outstanding, 2)))))
+        delay_us = suggest_delay_us(fit, peak, ctx.objective.latency_s, cap_at_current=False)
         text = (
             f"enable dynamic batching (--max-batch-size {size} --max-queue-delay-us {delay_us}): with "
             f"batching off each request computes alone in {_ms(compute_s)}, so one instance serves at most "

@@ -1,0 +1,98 @@
+"""Real short campaigns (`servescope campaign` against the exported model repository), each built to
+show one known bottleneck, and the verdict the analysis draws from them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analysis import analyze_campaign
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Short steps: 0.5 s warm-up, three windows of 0.5 s, no retries.
+STEP = "step: {warmup_s: 0.5, duration_s: 1.5, max_duration_s: 1.5, stability_percent: 50}"
+
+CAMPAIGNS = {
+    # Batching off and 32 users sending 8 samples each: 31 requests wait behind each one computed alone.
+    # (8 samples make compute, not the gRPC transport, the longest stage even on a busy 2-core machine.)
+    "queueing": (
+        "client_batch_sizes: [8]\nload: {concurrency: [32]}",
+        "server: [{batching: false}]",
+        "latency_ms: 50",
+    ),
+    # A 20 ms batch window at one user: every request waits the whole window for company that never comes.
+    "delay": (
+        "load: {concurrency: [1]}",
+        "server: [{batching: true, max_batch_size: 64, max_queue_delay_us: 20000}]",
+        "latency_ms: 50",
+    ),
+    # One user, a 100 us window, an objective of 200 ms: light load with room to spare.
+    "healthy": (
+        "load: {concurrency: [1]}",
+        "server: [{batching: true, max_batch_size: 64, max_queue_delay_us: 100}]",
+        "latency_ms: 200",
+    ),
+}
+
+
+def run_campaign(name: str, folder: Path, repository: Path) -> Path:
+    load, server, objective = CAMPAIGNS[name]
+    spec = folder / f"{name}.yaml"
+    spec.write_text(
+        f"name: {name}\nmodels: [sentiment_fp32]\n{load}\n{server}\n{STEP}\n"
+        f"objective: {{percentile: p99, {objective}}}\n"
+    )
+    output = folder / f"{name}-campaign"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-m", "servescope.cli", "campaign", str(spec), "--output", str(output),
+         "--model-repository", str(repository)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return output
+
+
+def analyze_real(name: str, tmp_path: Path, repository: Path) -> dict:
+    campaign = run_campaign(name, tmp_path, repository)
+    summary = analyze_campaign(campaign, tmp_path / f"{name}-analysis")
+    assert summary.left_out == []
+    html = (tmp_path / f"{name}-analysis" / "report.html").read_text()
+    assert html.count("<svg") == 5
+    data = json.loads((tmp_path / f"{name}-analysis" / "summary.json").read_text())
+    assert len(data["verdicts"]) == 1
+    return data["verdicts"][0]
+
+
+@pytest.mark.slow
+def test_batching_off_under_high_concurrency_is_queueing(tmp_path, model_repository):
+    verdict = analyze_real("queueing", tmp_path, model_repository)
+    assert verdict["kind"] == "queueing", verdict
+    assert "batching is off" in verdict["reasons"][0]
+    assert verdict["evidence"]["queueing_share"] > 0.5
+    assert verdict["recommendations"][0].startswith("enable dynamic batching (--max-batch-size 64")
+
+
+@pytest.mark.slow
+def test_large_queue_delay_at_concurrency_one_is_batching_delay_bound(tmp_path, model_repository):
+    verdict = analyze_real("delay", tmp_path, model_repository)
+    assert verdict["kind"] == "batching-delay-bound", verdict
+    # The server waits the whole window before it runs a batch of one.
+    assert verdict["evidence"]["batch_size_mean"] == pytest.approx(1.0)
+    assert verdict["evidence"]["batching_delay_share"] >= 0.4
+    assert verdict["recommendations"][0].startswith("lower max_queue_delay_us from 20000 to ")
+
+
+@pytest.mark.slow
+def test_light_load_is_healthy(tmp_path, model_repository):
+    verdict = analyze_real("healthy", tmp_path, model_repository)
+    assert verdict["kind"] == "healthy", verdict
+    assert verdict["evidence"]["p99_s"] <= 0.8 * 0.2
+    assert verdict["evidence"]["error_ratio"] == 0.0
