@@ -117,23 +117,32 @@ class LocustRun:
                 user_class,
             ]
             self.main = procs.spawn(main, log)
-            for i in range(settings.workers):
-                worker = [
-                    procs.python(),
-                    *common,
-                    "--worker",
-                    "--master-host",
-                    "127.0.0.1",
-                    "--master-port",
-                    str(port),
-                    "--loglevel",
-                    "WARNING",
-                    user_class,
-                ]
-                self.workers.append(procs.spawn(worker, out_dir / f"{prefix}-worker{i}.log"))
+            try:
+                self._spawn_workers(common, port, user_class, out_dir, prefix)
+            except BaseException:
+                procs.stop_all(self.processes, grace_s=2.0)
+                raise
         else:
             self.main = procs.spawn([*main, user_class], log)
         self.started_s = time.time()
+
+    def _spawn_workers(
+        self, common: list[str], port: int, user_class: str, out_dir: Path, prefix: str
+    ) -> None:
+        for i in range(self.settings.workers):
+            worker = [
+                procs.python(),
+                *common,
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "--loglevel",
+                "WARNING",
+                user_class,
+            ]
+            self.workers.append(procs.spawn(worker, out_dir / f"{prefix}-worker{i}.log"))
 
     @property
     def processes(self) -> list[subprocess.Popen[bytes]]:

@@ -97,6 +97,14 @@ def start_server(
     ready_file.unlink(missing_ok=True)
     log_path = work_dir / f"{name}.log"
     proc = procs.spawn(serve_args(repository, models, setting, ready_file), log_path)
+    try:
+        return _wait_ready(proc, ready_file, log_path)
+    except BaseException:  # not ready, or Ctrl-C while waiting: never leave the server behind
+        procs.stop_group(proc, signal.SIGTERM, 5.0)
+        raise
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], ready_file: Path, log_path: Path) -> ManagedServer:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -110,7 +118,6 @@ def start_server(
             except (ValueError, KeyError):
                 pass  # written atomically, but be patient with a foreign writer
         time.sleep(0.1)
-    procs.stop_group(proc, signal.SIGTERM, 5.0)
     raise ServerStartError(
         f"servescope serve was not ready within {READY_TIMEOUT_S:.0f} s:\n{_tail(log_path)}"
     )
