@@ -211,7 +211,7 @@ def test_gpu_overlay_requests_a_gpu_and_cuda(rendered) -> None:
     tolerations = deployment["spec"]["template"]["spec"]["tolerations"]
     assert tolerations[0]["key"] == "nvidia.com/gpu"
     hpa = by_kind(rendered["overlays/gpu"], "HorizontalPodAutoscaler")
-    assert hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "64"
+    assert hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "32"
 
 
 def test_locust_workers_reach_the_master_and_the_server(rendered) -> None:
