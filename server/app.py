@@ -131,6 +131,7 @@ class Server:
         """Listen, load and warm up every model, then turn ready; returns (grpc_port, metrics_port)."""
         options = self.options
         entries = self._select()
+        self.core.loading.update(entry.name for entry in entries)
         await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         self._grpc = grpc.aio.server(

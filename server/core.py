@@ -179,6 +179,7 @@ class DataPlane:
     def __init__(self, metrics: ServerMetrics, clock: Callable[[], float] = time.perf_counter) -> None:
         self.metrics = metrics
         self.models: dict[str, ServedModel] = {}
+        self.loading: set[str] = set()  # models named for loading that are not loaded yet
         self.ready = False
         self.draining = False
         self._clock = clock
@@ -189,12 +190,15 @@ class DataPlane:
     def add_model(self, runner: ModelRunner, settings: BatchSettings) -> ServedModel:
         served = ServedModel(runner, settings, self.metrics)
         self.models[served.name] = served
+        self.loading.discard(served.name)
         return served
 
     def model(self, name: str, version: str = "") -> ServedModel:
         """The served model of that name and version ("" is the served one); raises ModelNotFound."""
         served = self.models.get(name)
         if served is None:
+            if name in self.loading:
+                raise Unavailable(f"model {name!r} is still loading")
             raise ModelNotFound(f"model {name!r} not found (serving {sorted(self.models)})")
         if version and version != served.version:
             raise ModelNotFound(
@@ -211,6 +215,10 @@ class DataPlane:
             served = self.model(request.model_name, request.model_version)
         except ModelNotFound:
             self.metrics.requests.labels(model=UNKNOWN_MODEL_LABEL, code=grpc.StatusCode.NOT_FOUND.name).inc()
+            raise
+        except Unavailable:  # a model that is still loading: its name is known and bounded
+            name = request.model_name
+            self.metrics.requests.labels(model=name, code=grpc.StatusCode.UNAVAILABLE.name).inc()
             raise
         if self.draining or not self.ready:
             served.reject("draining")
@@ -275,6 +283,8 @@ class DataPlane:
     # Control plane ------------------------------------------------------------------------------------
 
     def model_ready(self, name: str, version: str = "") -> bool:
+        if name in self.loading:
+            return False
         self.model(name, version)
         return self.ready
 
@@ -307,4 +317,6 @@ class DataPlane:
         for name in sorted(self.models):
             reason = "" if self.ready else ("draining" if self.draining else "loading")
             response.models.add(name=name, version=self.models[name].version, state=state, reason=reason)
+        for name in sorted(self.loading):
+            response.models.add(name=name, state="LOADING", reason="loading")
         return response
