@@ -86,3 +86,18 @@ def test_sentiment_lexicon_is_fixed_and_disjoint() -> None:
     assert len(positive) == len(negative) == 300
     assert not set(positive.tolist()) & set(negative.tolist())
     assert np.array_equal(positive, sentiment_lexicon()[0])
+
+
+def test_parity_check_refuses_a_disagreeing_conversion() -> None:
+    from exporter.convert import ParityError, check_parity
+
+    reference = np.full((256, 1), 0.5, dtype=np.float32)
+    assert check_parity(reference, reference + 5e-6, 1e-5, "fp32 vs Keras") == pytest.approx(5e-6, rel=1e-2)
+    with pytest.raises(
+        ParityError, match=r"fp32 vs Keras: max abs diff 2e-05 over 256 samples exceeds 1e-05"
+    ):
+        check_parity(reference, reference + 2e-5, 1e-5, "fp32 vs Keras")
+    with pytest.raises(ParityError, match="shape"):
+        check_parity(reference, reference[:10], 1e-5, "fp32 vs Keras")
+    with pytest.raises(ParityError, match="nan"):
+        check_parity(reference, reference * np.nan, 1e-5, "fp32 vs Keras")
