@@ -288,6 +288,18 @@ def test_recorded_values_agree_with_the_load_that_was_sent(loaded, prometheus) -
     assert {series["metric"]["model"] for series in rejected} == set(MODELS)
 
 
+def test_scraped_counters_equal_what_the_client_counted(loaded, prometheus) -> None:
+    """The raw counters the analysis reads (increase() over a step) reach Prometheus exactly."""
+    sent = {(model, code): count for (model, code), count in loaded["codes"].items()}
+
+    def scraped() -> dict[tuple[str, str], int]:
+        rows = instant(prometheus, "sum by (model, code) (servescope_requests_total)")
+        return {(r["metric"]["model"], r["metric"]["code"]): int(float(r["value"][1])) for r in rows}
+
+    # The load ended before the fixture returned; wait for a scrape taken after the last answer.
+    wait_for(lambda: scraped() == sent, 10, f"scraped counters to equal the client's {sent}")
+
+
 def test_container_health_check_script_reports_serving(server) -> None:
     done = subprocess.run(
         [sys.executable, str(DEPLOY / "healthcheck.py"), f"127.0.0.1:{server['grpc_port']}"],

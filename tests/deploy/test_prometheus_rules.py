@@ -95,3 +95,12 @@ def test_recording_rule_names_follow_the_convention(path: Path) -> None:
             if "record" in rule:
                 name = rule["record"]
                 assert re.fullmatch(r"[a-z_]+:servescope_[a-z0-9_]+:[a-z0-9_]+", name), name
+
+
+def test_ensure_script_is_quiet_and_idempotent_when_installed(promtool: str) -> None:
+    """`make test` calls it before pytest: with Prometheus present it must print nothing and succeed."""
+    for _ in range(2):
+        done = subprocess.run(
+            ["bash", str(PROMETHEUS / "ensure-prometheus.sh")], capture_output=True, text=True, timeout=60
+        )
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
