@@ -230,3 +230,16 @@ def test_locust_workers_reach_the_master_and_the_server(rendered) -> None:
     server_service = by_kind(rendered["base"], "Service", "servescope-server")
     assert load["target"] == f"{server_service['metadata']['name']}:8001"
     assert {"target", "model", "samples_dir"} <= load.keys()
+
+
+def test_prometheus_rule_carries_the_rule_files_unchanged(rendered) -> None:
+    """The operator's PrometheusRule is the generated copy of deploy/prometheus/rules/*.yml."""
+    rule = by_kind(rendered["base"], "PrometheusRule")
+    groups = []
+    for path in sorted((REPO_ROOT / "deploy" / "prometheus" / "rules").glob("*.yml")):
+        groups.extend(load_documents(path)[0]["groups"])
+    assert rule["spec"]["groups"] == groups, (
+        "deploy/k8s/base/prometheusrule.yaml is stale: run python deploy/prometheus/to_prometheusrule.py"
+    )
+    assert set(rule["spec"]) == {"groups"}
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
