@@ -19,6 +19,8 @@ from pathlib import Path
 OUTPUT = Path(__file__).resolve().parent / "dashboards" / "servescope.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 UID = "servescope-overview"
+# The thresholds drawn on the panels are those of deploy/prometheus/rules/alerts.yml.
+LATENCY_OBJECTIVE_S = 0.05
 
 
 def _target(expr: str, legend: str, ref_id: str, *, fmt: str = "time_series") -> dict:
@@ -41,6 +43,7 @@ def _timeseries(
     stack: bool = False,
     min_value: float | None = 0,
     max_value: float | None = None,
+    threshold: float | None = None,
 ) -> dict:
     defaults: dict = {
         "unit": unit,
@@ -56,6 +59,12 @@ def _timeseries(
         defaults["min"] = min_value
     if max_value is not None:
         defaults["max"] = max_value
+    if threshold is not None:  # drawn as a red line: the objective or alert threshold
+        defaults["thresholds"] = {
+            "mode": "absolute",
+            "steps": [{"color": "green", "value": None}, {"color": "red", "value": threshold}],
+        }
+        defaults["custom"]["thresholdsStyle"] = {"mode": "line"}
     return {
         "type": "timeseries",
         "title": title,
@@ -189,6 +198,7 @@ def model_panels() -> list[dict]:
             "Share of requests not OK (alert above 1 %).",
             [(f"model:servescope_request_errors:ratio_rate1m{{{m}}}", "error ratio")],
             "percentunit",
+            threshold=0.01,
         ),
         _timeseries(
             "Latency percentiles (server)",
@@ -200,6 +210,7 @@ def model_panels() -> list[dict]:
                 (f"model:servescope_request_duration_seconds:p99_1m{{{m}}}", "p99"),
             ],
             "s",
+            threshold=LATENCY_OBJECTIVE_S,
         ),
         _timeseries(
             "Latency split: queue vs compute",
@@ -219,6 +230,7 @@ def model_panels() -> list[dict]:
             [(f"model:servescope_queue_time:share_1m{{{m}}}", "queue share")],
             "percentunit",
             max_value=1,
+            threshold=0.8,
         ),
         _timeseries(
             "Batch size",

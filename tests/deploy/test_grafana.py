@@ -94,3 +94,23 @@ def test_dashboard_reads_the_recording_rules() -> None:
     used = {name for expr in exprs for name in re.findall(r"[a-z_]+:servescope_[a-z0-9_]+:[a-z0-9_]+", expr)}
     assert len(used) >= 12
     assert used <= recorded
+
+
+def test_panel_thresholds_are_the_alert_thresholds() -> None:
+    alerts = {
+        rule["alert"]: rule["expr"]
+        for group in yaml.safe_load((RULE_FILES[0].parent / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+
+    def threshold(expr: str) -> float:
+        return float(re.search(r"> ([0-9.]+)", expr).group(1))
+
+    panels = {p["title"]: p for p in dashboard()["panels"]}
+
+    def red_line(title: str) -> float:
+        return panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"]
+
+    assert red_line("Latency percentiles (server)") == threshold(alerts["ServescopeP99LatencyAboveObjective"])
+    assert red_line("Error ratio") == threshold(alerts["ServescopeErrorRatioHigh"])
+    assert red_line("Queue time share") == threshold(alerts["ServescopeQueueSaturating"])
