@@ -80,6 +80,10 @@ class Summary:
         data = _plain(self)
         for estimate, row in zip(self.floor, data["floor"], strict=False):
             row.update(floor_s=estimate.floor_s, bound=estimate.bound, efficiency=estimate.efficiency)
+        for finding, row in zip(
+            self.batching.delay_findings, data["batching"]["delay_findings"], strict=True
+        ):
+            row.update(share=finding.share, saving_s=finding.saving_s)
         for fit in data["batching"]["fits"].values():
             fit["points"] = [
                 {"step_index": i, "batch_size_mean": b, "compute_s": c} for i, b, c in fit["points"]

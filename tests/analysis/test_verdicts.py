@@ -173,6 +173,9 @@ def test_large_queue_delay_at_concurrency_one_is_batching_delay_bound(handmade, 
     # The window suggested is one batch-of-one compute time (1 ms), which saves 19 ms of the 21.5 ms.
     assert recommendation.startswith("lower max_queue_delay_us from 20000 to 1000")
     assert "expect the mean near 2.50 ms" in recommendation
+    finding = data["batching"]["delay_findings"][0]
+    assert finding["share"] == pytest.approx(0.020 / 0.0215)
+    assert finding["saving_s"] == pytest.approx(0.019)
 
 
 def test_full_batches_with_queueing_recommend_a_larger_batch_from_the_fit(handmade, kit):
