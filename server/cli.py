@@ -131,7 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--intra-op-threads",
         type=_non_negative,
         default=_env("intra-op-threads", "0"),
-        help="ONNX Runtime threads per execution (0: CPU cores / instances)",
+        help="ONNX Runtime threads per execution (0: half the CPU cores / instances, 1 to 4)",
     )
     add(
         "--grace-period-s",
