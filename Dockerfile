@@ -7,7 +7,8 @@
 #
 # The server runs on the NVIDIA CUDA runtime image with cuDNN: onnxruntime-gpu >= 1.27 on PyPI is built
 # for CUDA 13 and cuDNN 9, so the base is CUDA 13.0 + cuDNN 9 on Ubuntu 24.04 (Python 3.12). Without a GPU
-# (or without the NVIDIA container toolkit) the same image runs on the CPU execution provider.
+# (or without the NVIDIA container toolkit) the same image runs on the CPU execution provider. A CPU-only
+# image without the CUDA libraries: docker build --build-arg CUDA_IMAGE=ubuntu:24.04 -t servescope:cpu .
 
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
