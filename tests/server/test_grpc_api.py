@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import shutil
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -203,3 +205,23 @@ def test_http_probes_and_unknown_paths(served) -> None:
     assert served.http_get("/readyz") == (200, "ready\n")
     status, body = served.http_get("/nope")
     assert status == 404 and "/metrics" in body
+
+
+def test_tls(start_server, tmp_path: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    running = start_server(models=("sentiment_fp32",), tls_cert=cert, tls_key=key)
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    with grpc.secure_channel(f"localhost:{running.grpc_port}", credentials) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+    target = f"localhost:{running.grpc_port}"
+    client = triton.InferenceServerClient(target, ssl=True, root_certificates=str(cert))
+    assert client.is_server_live()
