@@ -41,17 +41,25 @@ class Snapshot:
     samples: list[tuple[str, Labels, float]]
 
     def total(self, name: str, **labels: str) -> float:
-        return sum(v for n, ls, v in self.samples if n == name and _match(ls, labels))
+        names = _names(name)
+        return sum(v for n, ls, v in self.samples if n in names and _match(ls, labels))
 
     def has(self, prefix: str) -> bool:
         return any(n.startswith(prefix) for n, _ls, _v in self.samples)
 
     def by_label(self, name: str, label: str, **labels: str) -> dict[str, float]:
         out: dict[str, float] = {}
+        names = _names(name)
         for n, ls, v in self.samples:
-            if n == name and _match(ls, labels) and label in ls:
+            if n in names and _match(ls, labels) and label in ls:
                 out[ls[label]] = out.get(ls[label], 0.0) + v
         return out
+
+
+def _names(name: str) -> tuple[str, str]:
+    """prometheus_client's parser names counter samples `<family>_total` even where the server wrote
+    `<family>` (Triton does), so a counter is looked up under both names."""
+    return (name, name + "_total")
 
 
 def _match(sample_labels: Labels, wanted: dict[str, str]) -> bool:

@@ -146,14 +146,18 @@ def test_servescope_metrics_deltas() -> None:
 
 
 TRITON = """
+# HELP nv_inference_request_success Number of successful inference requests, all batch sizes
+# TYPE nv_inference_request_success counter
 nv_inference_request_success{{model="m",version="1"}} {ok}
 nv_inference_request_failure{{model="m",reason="REJECTED",version="1"}} {rej}
 nv_inference_request_failure{{model="m",reason="BACKEND",version="1"}} 0
+# TYPE nv_inference_count counter
 nv_inference_count{{model="m",version="1"}} {inf}
 nv_inference_exec_count{{model="m",version="1"}} {ex}
 nv_inference_request_duration_us{{model="m",version="1"}} {req_us}
 nv_inference_queue_duration_us{{model="m",version="1"}} {q_us}
 nv_inference_compute_infer_duration_us{{model="m",version="1"}} {c_us}
+# TYPE nv_gpu_utilization gauge
 nv_gpu_utilization{{gpu_uuid="GPU-1"}} {util}
 nv_gpu_memory_used_bytes{{gpu_uuid="GPU-1"}} 2e9
 nv_gpu_memory_total_bytes{{gpu_uuid="GPU-1"}} 16e9
