@@ -146,7 +146,11 @@ class TensorCodec:
                     f"input {name!r}: contents.{field or 'raw'} holds {len(values)} values, "
                     f"shape {list(shape)} needs {count}"
                 )
-            array = np.array(values, dtype=wire_dtype).reshape(shape)
+            try:
+                array = np.array(values, dtype=wire_dtype).reshape(shape)
+            except (OverflowError, ValueError) as exc:  # e.g. 300 in the int_contents of an INT8 tensor
+                message = f"input {name!r}: contents.{field} do not fit {tensor.datatype}: {exc}"
+                raise self._invalid(message) from exc
         return self._check_values(spec, name, array)
 
     def _check_values(self, spec: TensorSpec, name: str, array: np.ndarray) -> np.ndarray:

@@ -67,6 +67,15 @@ def both_contents() -> pb.ModelInferRequest:
     return message
 
 
+def int8_overflow() -> pb.ModelInferRequest:
+    message = pb.ModelInferRequest(model_name=MODEL)
+    tensor = message.inputs.add(name="tokens", datatype="INT8", shape=[1, 100])
+    tensor.contents.int_contents.extend([300] * 100)
+    return message
+
+
+DATATYPES = ["INT32", "INT64", "INT8", "INT16", "UINT16", "FP32", "FP16", "BOOL", "UINT8", "BYTES", "?", ""]
+
 INVALID = [
     (request(name="words"), ["'sentiment_fp32'", "unknown input 'words'", "['tokens']"]),
     (request(datatype="FP32"), ["'sentiment_fp32'", "input 'tokens' has datatype 'FP32'", "'INT32'"]),
@@ -78,6 +87,7 @@ INVALID = [
     (pb.ModelInferRequest(model_name=MODEL), ["request has inputs []", "expects ['tokens']"]),
     (unknown_output(), ["unknown requested output 'logits'", "['probability']"]),
     (both_contents(), ["input 'tokens' has both contents and raw_input_contents"]),
+    (int8_overflow(), ["input 'tokens': contents.int_contents do not fit INT8"]),
 ]
 
 
@@ -118,7 +128,7 @@ def test_undecodable_bytes_are_invalid_argument(served) -> None:
     inputs=st.lists(
         st.tuples(
             st.sampled_from(["tokens", "x", ""]),
-            st.sampled_from(["INT32", "INT64", "FP32", "FP16", "BOOL", "UINT8", "BYTES", "nonsense", ""]),
+            st.sampled_from(DATATYPES),
             st.lists(st.integers(min_value=-5, max_value=300), max_size=4),
         ),
         max_size=2,
