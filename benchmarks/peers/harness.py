@@ -36,12 +36,14 @@ REPO_ROOT = BENCHMARKS.parent
 SWEEP: dict[str, list[dict[str, Any]]] = {
     "servescope": [
         {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1},
+        {"max_batch_size": 64, "max_queue_delay_us": 0, "instances": 1},
         {"max_batch_size": 64, "max_queue_delay_us": 250, "instances": 1},
         {"max_batch_size": 64, "max_queue_delay_us": 4000, "instances": 1},
         {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 2, "intra_op_threads": 1},
     ],
     "triton": [
         {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1},
+        {"max_batch_size": 64, "max_queue_delay_us": 0, "instances": 1},
         {"max_batch_size": 64, "max_queue_delay_us": 250, "instances": 1},
         {"max_batch_size": 64, "max_queue_delay_us": 4000, "instances": 1},
         {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 2, "intra_op_threads": 1},
