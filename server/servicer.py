@@ -146,6 +146,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     task.add_done_callback(running.discard)
                 while running:
                     await asyncio.gather(*list(running))
+            except grpc.RpcError:
+                pass  # the client went away: nothing is left to answer
             finally:
                 responses.put_nowait(None)
 
