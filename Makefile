@@ -25,6 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	bash deploy/prometheus/ensure-prometheus.sh
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
