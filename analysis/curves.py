@@ -81,6 +81,8 @@ def series_label(step: StepRecord) -> str:
     settings = step.server_settings
     if settings.batching is False or (settings.max_batch_size is not None and settings.max_batch_size <= 1):
         batching = "batching off"
+    elif settings.batching is None and settings.max_batch_size is None:
+        batching = "batching unknown"  # a server the campaign did not configure (a peer)
     else:
         batching = f"batching max {settings.max_batch_size}, delay {settings.max_queue_delay_us} us"
     parts = [step.model, batching]

@@ -187,7 +187,10 @@ def _classify(
                 f"at {at} {objective.percentile} {_ms(latency)} <= {HEADROOM:.0%} of the objective "
                 f"{_ms(objective.latency_s)}; no server metrics, so the split of latency is unknown"
             ]
-        return "undetermined", [f"at {at} the server's metrics were not recorded: latency cannot be split"]
+        return "undetermined", [
+            f"at {at} the server's metrics were not recorded: latency cannot be split",
+            _saturation_sentence(ctx, peak, _load_shed(peak)),
+        ]
     queue_share = parts.share("queueing_s") or 0.0
     delay_share = parts.share("batching_delay_s") or 0.0
     compute_share = parts.share("compute_s") or 0.0
@@ -371,6 +374,11 @@ def _recommend(
             f"that cost over {max(8, peak.client_batch_size * 4)} samples), keep tensors in "
             f"raw_input_contents, and run the client close to the server"
         )
+    if kind == "undetermined":
+        out.append(
+            "record the server's metrics: run the campaign with --metrics-url (or against an embedded "
+            "server), or analyse with --prometheus-url"
+        )
     out.extend(_variant_advice(ctx, peak))
     if kind == "healthy":
         curve = ctx.curve
@@ -473,7 +481,8 @@ def _variant_advice(ctx: Context, peak: StepRecord) -> list[str]:
                 ratio = row.inferences_per_s_at_load / mine.inferences_per_s_at_load
                 basis = (
                     f"{row.inferences_per_s_at_load:.0f} vs {mine.inferences_per_s_at_load:.0f} inferences/s "
-                    f"at load {comparison.common_load:g}"
+                    f"at load {comparison.common_load:g}; no trusted step met the objective, so compared at "
+                    "equal load"
                 )
             else:
                 continue

@@ -246,6 +246,8 @@ def test_no_server_metrics_and_missed_objective_is_undetermined(handmade, kit):
     verdict = only_verdict(data)
     assert verdict["kind"] == "undetermined"
     assert "server's metrics were not recorded" in verdict["reasons"][0]
+    assert "p99 90.75 ms misses the objective 50.00 ms" in verdict["reasons"][1]
+    assert verdict["recommendations"][0].startswith("record the server's metrics")
 
 
 def test_int8_faster_than_fp32_is_recommended_with_accuracy_cost(handmade, kit):
