@@ -180,7 +180,8 @@ class Batcher:
         future: asyncio.Future[BatchOutcome] = asyncio.get_running_loop().create_future()
         now_s = self._clock()
         if self._last_arrival_s is not None:
-            gap_s = now_s - self._last_arrival_s
+            # Capped, so that one long idle spell does not hide a burst that follows for long.
+            gap_s = min(now_s - self._last_arrival_s, 2e-6 * self.settings.max_queue_delay_us)
             average = self._interarrival_s
             self._interarrival_s = (
                 gap_s if average is None else average + _ARRIVAL_SMOOTHING * (gap_s - average)

@@ -234,3 +234,18 @@ def test_settings_are_checked_up_front(
 ) -> None:
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         BatchSettings(**settings)  # type: ignore[arg-type]
+
+
+async def test_adaptive_delay_waits_again_soon_after_an_idle_spell() -> None:
+    model = FakeModel()
+    batcher, _, _ = make(model, max_queue_delay_us=20_000, preferred_batch_sizes=(8,))
+    await batcher.submit(rows(0))
+    await asyncio.sleep(0.5)  # a long idle spell, then a steady stream every 2 ms
+    pending = []
+    for i in range(16):
+        pending.append(asyncio.ensure_future(batcher.submit(rows(i))))
+        await asyncio.sleep(0.002)
+    outcomes = await asyncio.gather(*pending)
+    assert outcomes[0].batch_size == 1  # right after the idle spell nothing waits
+    assert max(o.batch_size for o in outcomes) >= 2  # within a few arrivals, requests wait for company
+    await batcher.close()
