@@ -12,13 +12,14 @@ import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
 from server.batcher import Batcher, BatchReport, BatchSettings
 from server.codec import TensorCodec
 from server.errors import ModelNotFound, Unavailable, code_for
-from server.metrics import ServerMetrics
+from server.metrics import REJECT_REASONS, ServerMetrics
 from server.model import ModelRunner
 from servescope.protocol import grpc_service_pb2 as pb
 from servescope.protocol import model_config_pb2 as mc
@@ -73,7 +74,7 @@ class ServedModel:
         )
         name = runner.name
         metrics.add_model(name, self.version, runner.precision, runner.provider)
-        self._requests = {}  # code name -> counter child, filled lazily
+        self._requests: dict[grpc.StatusCode, Any] = {}  # status code -> counter child, filled lazily
         self._requests_metric = metrics.requests
         self._request_duration = metrics.request_duration.labels(model=name)
         self._queue_duration = metrics.queue_duration.labels(model=name)
@@ -81,7 +82,7 @@ class ServedModel:
         self._batch_size = metrics.batch_size.labels(model=name)
         self._inferences = metrics.inferences.labels(model=name)
         self._batches = metrics.batches.labels(model=name)
-        self._rejected = {reason: metrics.rejected.labels(model=name, reason=reason) for reason in _REASONS}
+        self._rejected = {r: metrics.rejected.labels(model=name, reason=r) for r in REJECT_REASONS}
         metrics.queue_depth.labels(model=name).set_function(lambda: self.batcher.queue_depth)
         metrics.inflight.labels(model=name).set_function(lambda: self.inflight)
 
@@ -166,7 +167,6 @@ class ServedModel:
         return message
 
 
-_REASONS = ("queue_full", "deadline", "invalid", "draining", "cancelled")
 _REJECT_REASON = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: "queue_full",
     grpc.StatusCode.INVALID_ARGUMENT: "invalid",
