@@ -13,16 +13,12 @@ measures that running server, which may be any KServe v2 server, once with its o
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from loadtest import scrape
 from loadtest.campaign_config import (
@@ -34,14 +30,22 @@ from loadtest.campaign_config import (
 )
 from loadtest.locust_run import LocustSettings
 from loadtest.machine import machine_info, peak_probe
-from loadtest.runner import StepFailed, StepOutcome, StepTiming, run_step
+from loadtest.records import (
+    StepContext,
+    build_record,
+    device_from_metrics,
+    failed_record,
+    now_iso,
+    save_samples,
+    server_settings_for,
+    step_summary,
+    target_failed,
+)
+from loadtest.runner import StepFailed, StepTiming, run_step
 from loadtest.server_proc import ManagedServer, ServerStartError, start_server
 from servescope import results
 from servescope.repository import ModelEntry, RepositoryError, list_models
-from servescope.results import CampaignInfo, CpuUsage, LoadSpec, ServerSettings, StepRecord
-
-# Error codes that are measurements of an overloaded server, not a broken target (on_error ignores them).
-OVERLOAD_CODES = frozenset({"RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "CLIENT_DROPPED"})
+from servescope.results import CampaignInfo, StepRecord
 
 
 class CampaignError(RuntimeError):
@@ -54,155 +58,6 @@ class CampaignInterrupted(Exception):
     def __init__(self, folder: Path, done: int, total: int) -> None:
         super().__init__(f"interrupted after {done} of {total} steps; finished steps are in {folder}")
         self.folder, self.done, self.total = folder, done, total
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class StepContext:
-    """What a step record needs besides the measurement."""
-
-    index: int
-    model: str
-    precision: str | None
-    batch_size: int
-    level: LoadLevel
-    arrival: str
-    workers: int
-    settings: ServerSettings
-    warmup_s: float
-
-
-def build_record(ctx: StepContext, outcome: StepOutcome, samples_file: str | None) -> StepRecord:
-    measured = outcome.measured
-    load = LoadSpec(
-        mode=ctx.level.mode,
-        users=ctx.level.users,
-        rate_rps=ctx.level.rate_rps,
-        arrival=ctx.arrival if ctx.level.mode == "open" else None,
-        workers=ctx.workers,
-    )
-    return StepRecord(
-        step_index=ctx.index,
-        model=ctx.model,
-        precision=ctx.precision,
-        client_batch_size=ctx.batch_size,
-        load=load,
-        server_settings=ctx.settings,
-        started_at=dt.datetime.fromtimestamp(outcome.started_at_s, dt.timezone.utc).isoformat(
-            timespec="milliseconds"
-        ),
-        warmup_s=ctx.warmup_s,
-        duration_s=measured.duration_s,
-        completed=measured.completed,
-        errors_by_code=dict(measured.errors_by_code),
-        requests_per_s=measured.throughput_rps,
-        inferences_per_s=measured.inferences / measured.duration_s if measured.duration_s > 0 else 0.0,
-        latency_s=outcome.latency(),
-        stable=outcome.stable,
-        windows=outcome.windows,
-        server=outcome.server,
-        cpu=outcome.cpu,
-        gpu=outcome.gpu,
-        samples_file=samples_file,
-        note="; ".join(outcome.notes) or None,
-    )
-
-
-def failed_record(ctx: StepContext, note: str) -> StepRecord:
-    """A step that could not be measured at all: no requests, the reason in `note`."""
-    return StepRecord(
-        step_index=ctx.index,
-        model=ctx.model,
-        precision=ctx.precision,
-        client_batch_size=ctx.batch_size,
-        load=LoadSpec(ctx.level.mode, ctx.level.users, ctx.level.rate_rps, None, ctx.workers),
-        server_settings=ctx.settings,
-        started_at=now_iso(),
-        warmup_s=ctx.warmup_s,
-        duration_s=0.0,
-        completed=0,
-        errors_by_code={},
-        requests_per_s=0.0,
-        inferences_per_s=0.0,
-        latency_s=None,
-        stable=False,
-        windows=[],
-        server=None,
-        cpu=CpuUsage(None, None, None, False),
-        gpu=None,
-        note=note,
-    )
-
-
-def save_samples(outcome: StepOutcome, folder: Path, index: int) -> str:
-    """The measured interval's OK latencies (seconds, float64) as samples/step-NNN.npy."""
-    relative = f"{results.SAMPLES_DIR}/step-{index:03d}.npy"
-    (folder / results.SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
-    np.save(folder / relative, outcome.measured.ok_latencies_s.astype(np.float64))
-    return relative
-
-
-def step_summary(record: StepRecord) -> str:
-    p99 = f"p99 {record.latency_s.p99 * 1e3:.1f} ms" if record.latency_s else "no answer"
-    text = (
-        f"{record.requests_per_s:.1f} req/s ({record.inferences_per_s:.1f} inf/s), {p99}, "
-        f"{'stable' if record.stable else 'not stable'}"
-    )
-    if record.errors_by_code:
-        text += f", errors {record.errors_by_code}"
-    if record.cpu.generator_saturated:
-        text += ", LOAD GENERATOR SATURATED"
-    return text
-
-
-def target_failed(record: StepRecord) -> bool:
-    """Errors that say the target is broken or gone (not overload codes), or no measurement at all."""
-    if record.duration_s == 0.0:
-        return True
-    return any(code not in OVERLOAD_CODES for code in record.errors_by_code)
-
-
-def server_settings_for(
-    setting: ServerSetting | None, entry: ModelEntry | None, device: str | None, server: str
-) -> ServerSettings:
-    """The effective settings: the campaign's value where given, else the model's config.pbtxt."""
-    if setting is None:
-        return ServerSettings(server=server, device=device)
-    config = entry.config if entry is not None else None
-    batching_cfg = config.dynamic_batching if config is not None else None
-    instances = None
-    if config is not None and len(config.instance_group):
-        instances = int(config.instance_group[0].count) or None
-
-    def pick(value: int | None, fallback: int | None) -> int | None:
-        return value if value is not None else fallback
-
-    return ServerSettings(
-        batching=setting.batching,
-        max_batch_size=pick(setting.max_batch_size, int(config.max_batch_size) if config else None),
-        max_queue_delay_us=pick(
-            setting.max_queue_delay_us,
-            int(batching_cfg.max_queue_delay_microseconds) if batching_cfg is not None else None,
-        ),
-        preferred_batch_sizes=list(batching_cfg.preferred_batch_size) if batching_cfg is not None else [],
-        max_queue_size=pick(
-            setting.max_queue_size,
-            int(batching_cfg.default_queue_policy.max_queue_size) if batching_cfg is not None else None,
-        ),
-        instances=pick(setting.instances, instances),
-        device=device or setting.device,
-        server=server,
-    )
-
-
-def device_from_metrics(snapshot: scrape.Snapshot | None, model: str) -> str | None:
-    provider = scrape.model_label(snapshot, model, "provider")
-    if provider is None:
-        return None
-    return "cuda" if ("cuda" in provider.lower() or "tensorrt" in provider.lower()) else "cpu"
 
 
 @contextlib.contextmanager

@@ -14,20 +14,22 @@ from loadtest import scrape
 from loadtest.campaign import (
     CampaignError,
     CampaignInterrupted,
-    StepContext,
-    build_record,
-    device_from_metrics,
     models_from_repository,
-    now_iso,
     prepare_output,
-    save_samples,
-    server_settings_for,
     sigterm_as_interrupt,
-    step_summary,
 )
 from loadtest.campaign_config import LoadLevel
 from loadtest.locust_run import LocustSettings
 from loadtest.machine import machine_info, peak_probe
+from loadtest.records import (
+    StepContext,
+    build_record,
+    device_from_metrics,
+    now_iso,
+    save_samples,
+    server_settings_for,
+    step_summary,
+)
 from loadtest.runner import StepFailed, StepTiming, run_ramp, run_step
 from servescope import results
 from servescope.results import CampaignInfo
