@@ -49,7 +49,7 @@ def _svg(fig: Figure) -> str:
 
 
 def throughput_latency(summary: Summary) -> str:
-    fig, ax = _figure()
+    fig, ax = _figure(7.5, 4.0 + 0.17 * len(summary.curves))
     objective = summary.objective
     for color, curve in zip(_cycle(), summary.curves, strict=False):
         xs = [p.inferences_per_s for p in curve.points]
@@ -82,7 +82,7 @@ def throughput_latency(summary: Summary) -> str:
     ax.set_yscale("log")
     _plain_log_labels(ax)
     ax.set_title("Throughput vs latency (labels: offered load; diamond: knee; x: flagged step)", fontsize=9)
-    ax.legend(fontsize=7, loc="best")
+    fig.legend(fontsize=7, loc="outside lower center")
     ax.grid(True, alpha=0.3)
     return _svg(fig)
 
@@ -111,7 +111,7 @@ def decomposition(summary: Summary) -> str:
 
 
 def batch_size(summary: Summary) -> str:
-    fig, ax = _figure()
+    fig, ax = _figure(7.5, 4.0 + 0.17 * len(summary.curves))
     by_series: dict[str, list] = defaultdict(list)
     for row in summary.steps:
         if row.batch_size_mean is not None:
@@ -133,7 +133,7 @@ def batch_size(summary: Summary) -> str:
     ax.set_ylabel("mean batch size (samples)")
     ax.set_title("Achieved batch size vs concurrency", fontsize=9)
     if by_series:
-        ax.legend(fontsize=7)
+        fig.legend(fontsize=7, loc="outside lower center")
     ax.grid(True, alpha=0.3)
     return _svg(fig)
 
