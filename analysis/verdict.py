@@ -393,6 +393,12 @@ def _recommend(
                 f"(step {curve.best_step_index}); the highest load tested was {describe_load(peak)}: "
                 f"{next_step}"
             )
+        else:
+            out.append(
+                f"{peak.inferences_per_s:.0f} inferences/s at {describe_load(peak)} met "
+                f"{ctx.objective.label}, but step {peak.step_index} is flagged (see Consistency): "
+                "re-measure with longer steps, then test higher load to find the knee"
+            )
     return out
 
 
