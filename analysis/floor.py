@@ -71,17 +71,23 @@ def analyze_floor(steps: list[StepRecord], info: CampaignInfo) -> tuple[list[Flo
         device = step.server_settings.device
         if device and device != info.peak.device:
             note_parts.append(f"served on {device} but the peak was probed on {info.peak.device}")
-        estimates.append(
-            FloorEstimate(
-                model=model,
-                step_index=step.step_index,
-                batch_size_mean=batch,
-                flops_per_batch=batch * float(flops),
-                weight_bytes=float(weight_bytes),
-                compute_floor_s=batch * float(flops) / info.peak.matmul_flops_per_s,
-                memory_floor_s=float(weight_bytes) / info.peak.memory_bytes_per_s,
-                measured_s=step.server.compute_mean_s,
-                note="; ".join(note_parts) or None,
-            )
+        estimate = FloorEstimate(
+            model=model,
+            step_index=step.step_index,
+            batch_size_mean=batch,
+            flops_per_batch=batch * float(flops),
+            weight_bytes=float(weight_bytes),
+            compute_floor_s=batch * float(flops) / info.peak.matmul_flops_per_s,
+            memory_floor_s=float(weight_bytes) / info.peak.memory_bytes_per_s,
+            measured_s=step.server.compute_mean_s,
         )
+        if estimate.efficiency > 1.0:
+            # Faster than the "floor": the probe understated the machine (it ran while the machine was
+            # busy, or the model's kernels beat a 512x512 numpy matmul), so the efficiency means nothing.
+            note_parts.append(
+                f"measured compute beats the floor ({estimate.efficiency:.0%}): the peak probe understated "
+                "this machine (busy while probing?); efficiency is not meaningful here"
+            )
+        estimate.note = "; ".join(note_parts) or None
+        estimates.append(estimate)
     return estimates, notes

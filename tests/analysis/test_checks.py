@@ -116,3 +116,20 @@ def test_decomposition_adds_up_to_the_client_mean(kit):
     )
     assert off.batching_delay_s == 0.0
     assert off.queueing_s == pytest.approx(0.003)
+
+
+def test_floor_faster_than_the_probe_says_the_probe_understated_the_machine(kit):
+    from analysis.floor import analyze_floor
+    from servescope.results import PeakProbe
+
+    info = kit.make_info()
+    info.peak = PeakProbe(matmul_flops_per_s=1e9, memory_bytes_per_s=5e9)
+    step = kit.make_step(0, kit.Shape(users=8, queue_s=0.001, compute_s=0.002, batch_mean=4))
+    (estimate,), notes = analyze_floor([step], info)
+    # 4 samples x 10 MFLOP at 1 GFLOP/s = 40 ms "floor" against 2 ms measured.
+    assert estimate.floor_s == pytest.approx(0.040)
+    assert estimate.efficiency == pytest.approx(20.0)
+    assert "the peak probe understated this machine" in estimate.note
+    assert notes == []
+    info.peak = None
+    assert analyze_floor([step], info) == ([], ["campaign has no peak probe: no analytic floor"])
