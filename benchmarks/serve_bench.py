@@ -5,7 +5,8 @@ Measures, on this machine, in one run:
   2. served throughput and p50/p99 at concurrency 1, 8, 32, 64 with batch-1 requests, with dynamic
      batching on and off (`servescope serve` in a child process, the lean async client in this one);
   3. three ratios: batching on/off throughput at concurrency 32, served/in-process throughput at
-     concurrency 64, and the latency serving adds at concurrency 1 (client p50 - in-process p50, batch 1).
+     concurrency 64, and the latency serving adds at concurrency 1 (client p50 - in-process p50, batch 1);
+  4. for context, the same client against a bare grpc.aio echo server: what gRPC alone allows here.
 Prints a table and writes JSON (benchmarks/results/serve_bench.json).
 
     .venv/bin/python benchmarks/serve_bench.py --model-repository models
@@ -111,6 +112,58 @@ class ServerProcess:
         self._folder.cleanup()
 
 
+async def _echo_server(ready: Any) -> None:
+    """A bare grpc.aio ModelInfer that answers a constant: the cost of gRPC itself, no model, no batching."""
+    import grpc
+
+    from servescope.protocol import grpc_service_pb2 as pb
+    from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
+
+    response = pb.ModelInferResponse(model_name="echo")
+    response.outputs.add(name="probability", datatype="FP32", shape=[1, 1])
+    response.raw_output_contents.append(b"\0\0\0\0")
+
+    class Echo(pb_grpc.GRPCInferenceServiceServicer):
+        async def ModelInfer(self, request: Any, context: Any) -> Any:
+            return response
+
+    server = grpc.aio.server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Echo(), server)
+    ready.put(server.add_insecure_port("127.0.0.1:0"))
+    await server.start()
+    await server.wait_for_termination()
+
+
+def _run_echo_server(ready: Any) -> None:
+    asyncio.run(_echo_server(ready))
+
+
+def measure_grpc_floor(duration_s: float, warmup_s: float) -> list[dict[str, Any]]:
+    """The same client against the echo server, at concurrency 1 and 32: the ceiling gRPC alone allows."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    process = context.Process(target=_run_echo_server, args=(ready,), daemon=True)
+    process.start()
+    try:
+        port = ready.get(timeout=60)
+        rows = []
+        for concurrency in (1, 32):
+            result = asyncio.run(
+                run_load(f"127.0.0.1:{port}", "echo", concurrency=concurrency, duration_s=duration_s,
+                         warmup_s=warmup_s)
+            )  # fmt: skip
+            rows.append(
+                {"concurrency": concurrency, "throughput_rps": result.throughput_rps, "p50_s": result.p50_s,
+                 "p99_s": result.p99_s}
+            )  # fmt: skip
+        return rows
+    finally:
+        process.terminate()
+        process.join(10)
+
+
 def measure_served(
     repository: Path, model: str, extra: list[str], duration_s: float, warmup_s: float
 ) -> list[dict[str, Any]]:
@@ -172,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     served_off = measure_served(
         args.model_repository, args.model, ["--no-batching"], args.duration_s, args.warmup_s
     )
+    grpc_floor = measure_grpc_floor(min(args.duration_s, 4.0), args.warmup_s)
     by_conc_on = {row["concurrency"]: row for row in served_on}
     by_conc_off = {row["concurrency"]: row for row in served_off}
     ceiling = max(row["inferences_per_s"] for row in in_process)
@@ -194,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "in_process": in_process,
         "served": {"batching_on": served_on, "batching_off": served_off},
+        "grpc_echo_floor": grpc_floor,
         "ratios": ratios,
         "targets": {"batching_on_off_throughput_c32": ">= 3", "added_latency_c1_s": "<= 0.001"},
         "wall_s": time.time() - started,
@@ -221,6 +276,12 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{mode.removeprefix('batching_'):>8} {row['concurrency']:>5} {row['throughput_rps']:>9.0f} "
                 f"{row['p50_s'] * 1e3:>8.3f} {row['p99_s'] * 1e3:>8.3f} {errors:>8}"
             )
+    print("\ngRPC alone (a grpc.aio ModelInfer answering a constant, same client): the floor of serving")
+    for row in report["grpc_echo_floor"]:
+        print(
+            f"  concurrency {row['concurrency']:>3}: {row['throughput_rps']:>7.0f} req/s, "
+            f"p50 {row['p50_s'] * 1e3:.3f} ms, p99 {row['p99_s'] * 1e3:.3f} ms"
+        )
     ratios = report["ratios"]
     load = report["load_average_1m"]
     cores = report["machine"]["cpu_count"]
