@@ -11,13 +11,14 @@ from typing import Any
 
 from analysis.batching import BatchingAnalysis, analyze_batching, batch_size_mean
 from analysis.consistency import Flag, check_step, littles_law_ratio
+from analysis.context import Context
 from analysis.curves import Curve, Objective, build_curve, group_series, objective_from, series_label
 from analysis.decompose import Decomposition, decompose
 from analysis.floor import FloorEstimate, analyze_floor
 from analysis.load import Campaign, LeftOut, describe_load, load_campaign
 from analysis.quantization import Comparison, compare_variants
 from analysis.utilization import Correlation, UtilizationAnalysis, analyze_utilization
-from analysis.verdict import Context, Verdict, judge
+from analysis.verdict import Verdict, judge
 
 log = logging.getLogger(__name__)
 
