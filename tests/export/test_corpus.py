@@ -83,7 +83,7 @@ def test_synthetic_labels_are_learnable_from_tokens() -> None:
 
 def test_sentiment_lexicon_is_fixed_and_disjoint() -> None:
     positive, negative = sentiment_lexicon()
-    assert len(positive) == len(negative) == 300
+    assert len(positive) == len(negative) == 100
     assert not set(positive.tolist()) & set(negative.tolist())
     assert np.array_equal(positive, sentiment_lexicon()[0])
 
