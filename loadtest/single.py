@@ -32,7 +32,7 @@ from loadtest.records import (
 )
 from loadtest.runner import StepFailed, StepTiming, run_ramp, run_step
 from servescope import results
-from servescope.results import CampaignInfo
+from servescope.results import CampaignInfo, StepRecord
 
 WINDOWS = 3
 
@@ -140,6 +140,7 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
         + (f" per level, {len(levels)} levels" if len(levels) > 1 else "")
     )
     recorded = 0
+    records: list[StepRecord] = []
     with sigterm_as_interrupt():
         try:
             if len(levels) == 1:
@@ -168,6 +169,7 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
             for ctx, label, outcome in zip(contexts, labels, outcomes, strict=False):
                 record = build_record(ctx, outcome, save_samples(outcome, output, ctx.index))
                 results.append_step(record, output)
+                records.append(record)
                 recorded += 1
                 progress(f"{label}: {step_summary(record)}")
         except StepFailed as exc:
@@ -181,6 +183,17 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
             with contextlib.suppress(OSError):
                 shutil.rmtree(raw_dir)
     progress(f"results in {output}")
+    if records and not any(r.completed for r in records):
+        errors: dict[str, int] = {}
+        for r in records:
+            for code, count in r.errors_by_code.items():
+                errors[code] = errors.get(code, 0) + count
+        detail = next((r.note for r in records if r.note), None)
+        raise CampaignError(
+            f"no request to {request.model!r} at {request.target} succeeded (errors {errors})"
+            + (f": {detail}" if detail else "")
+            + f"; the record is in {output}"
+        )
     return output
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from loadtest.locust_run import LocustSettings
+from loadtest.procs import REPO_ROOT, child_env, free_port
 from loadtest.runner import StepTiming, run_step
 from loadtest.samples import SAMPLE_DTYPE
 from loadtest.server_proc import ManagedServer
@@ -134,3 +137,19 @@ def test_ramp_gives_one_record_per_level(running_server: ManagedServer, tmp_path
         assert step.server is not None
         assert abs(step.server.requests_by_code["OK"] - step.completed) <= step.requests_per_s
     assert steps[1].started_at > steps[0].started_at
+
+
+def test_unreachable_target_is_recorded_with_its_code_and_exit_1(tmp_path: Path) -> None:
+    output = tmp_path / "dead"
+    done = subprocess.run(
+        [sys.executable, "-m", "servescope.cli", "load", "--target", f"127.0.0.1:{free_port()}",
+         "--model", "m", "--users", "2", "--duration-s", "1.5", "--warmup-s", "0.5", "--output", str(output)],
+        cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("servescope load: error: no request to 'm' at 127.0.0.1:")
+    assert "UNAVAILABLE" in lines[0]
+    step = results.read_steps(output)[0][0]
+    assert step.completed == 0 and set(step.errors_by_code) == {"UNAVAILABLE"}
+    assert step.latency_s is None and "ModelMetadata for 'm' failed: UNAVAILABLE" in (step.note or "")
