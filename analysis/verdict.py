@@ -11,7 +11,8 @@ the lowest-load step is used for the cost of the batch window. Rules, first matc
 3. batching-delay-bound: at the peak step the batch window is >= DELAY_DOMINANT_SHARE of the mean
    latency while batches hold <= LONELY_BATCH_MAX requests: the window costs latency and buys nothing.
 4. healthy: the objective's percentile is within HEADROOM of the objective at the peak step, errors are
-   <= 1%, and the server is not saturated (no knee, queueing below QUEUE_DOMINANT_SHARE, no load shed).
+   <= 1%, and the server is not saturated (no knee, queueing below QUEUE_DOMINANT_SHARE, no load shed,
+   an open loop answered at least OPEN_LOOP_SHORTFALL of the offered rate).
 5. on a GPU: compute-bound (GPU) when GPU utilization >= GPU_BUSY; host-bound when the GPU is below
    GPU_IDLE while the host's CPUs are >= HOST_BUSY busy.
 6. compute-bound (CPU): on a CPU server, the host's CPUs are >= HOST_BUSY busy, batching is on and
@@ -46,6 +47,7 @@ REST_DOMINANT_SHARE = 0.5
 IDLE_HOST = 0.5  # server + generator below half the cores: the machine was not busy with this test
 GPU_BUSY = 0.85
 GPU_IDLE = 0.5
+OPEN_LOOP_SHORTFALL = 0.9  # open loop: answering under 90% of the offered rate means saturated
 
 KINDS = {
     "generator-bound": "generator-bound: the load generator was the limit",
@@ -165,7 +167,7 @@ def _classify(
             f"batches held {per_request_batch:.2f} requests on average: the window bought no batching",
         ]
     shed = load_shed(peak)
-    saturated = ctx.curve.saturated or queue_share >= QUEUE_DOMINANT_SHARE or shed > 0
+    saturated = ctx.curve.saturated or queue_share >= QUEUE_DOMINANT_SHARE or shed > 0 or _falls_short(peak)
     if headroom and not saturated:
         return "healthy", [
             f"at {at} {objective.percentile} {ms(latency)} is {1 - latency / objective.latency_s:.0%} "
@@ -255,6 +257,12 @@ def _classify(
     return kind, [f"at {at} {shares} ({cores})", saturation]
 
 
+def _falls_short(step: StepRecord) -> bool:
+    """An open-loop step whose answers fell below OPEN_LOOP_SHORTFALL of the offered rate."""
+    rate = step.load.rate_rps
+    return step.load.mode == "open" and bool(rate) and step.requests_per_s < OPEN_LOOP_SHORTFALL * rate
+
+
 def _saturation_sentence(ctx: Context, peak: StepRecord, shed: float) -> str:
     parts = []
     if ctx.curve.knee_step_index is not None:
@@ -265,6 +273,10 @@ def _saturation_sentence(ctx: Context, peak: StepRecord, shed: float) -> str:
         )
     if shed:
         parts.append(f"{shed:.0f} requests were shed (queue full)")
+    if _falls_short(peak):
+        parts.append(
+            f"only {peak.requests_per_s:.0f} of the {peak.load.rate_rps:g} req/s offered were answered"
+        )
     latency = latency_at(peak, ctx.objective.percentile)
     met = "meets" if latency <= ctx.objective.latency_s else "misses"
     parts.append(

@@ -109,11 +109,16 @@ class Shape:
     stable: bool = True
     throughput_factor: float = 1.0  # != 1 breaks Little's law on purpose
     with_server: bool = True
+    rate_rps: float | None = None  # open loop: offered rate; answered = min(rate, capacity_rps)
+    capacity_rps: float | None = None
 
 
 def make_step(index: int, shape: Shape) -> StepRecord:
     mean_s = shape.queue_s + shape.compute_s + shape.overhead_s + shape.rest_s
-    requests_per_s = shape.users / mean_s * shape.throughput_factor
+    if shape.rate_rps is not None:
+        requests_per_s = min(shape.rate_rps, shape.capacity_rps or shape.rate_rps)
+    else:
+        requests_per_s = shape.users / mean_s * shape.throughput_factor
     completed = round(requests_per_s * shape.duration_s)
     inferences = completed * shape.client_batch
     batches = inferences / shape.batch_mean
@@ -142,7 +147,9 @@ def make_step(index: int, shape: Shape) -> StepRecord:
         model=shape.model,
         precision=MODELS.get(shape.model, {}).get("precision"),
         client_batch_size=shape.client_batch,
-        load=LoadSpec(mode="closed", users=shape.users),
+        load=LoadSpec(mode="closed", users=shape.users)
+        if shape.rate_rps is None
+        else LoadSpec(mode="open", rate_rps=shape.rate_rps, arrival="poisson"),
         server_settings=ServerSettings(
             batching=shape.batching,
             max_batch_size=shape.max_batch if shape.batching else 1,

@@ -274,3 +274,34 @@ def test_int8_faster_than_fp32_is_recommended_with_accuracy_cost(handmade, kit):
         and "3.9x smaller" in r
         for r in fp32["recommendations"]
     )
+
+
+def test_open_loop_beyond_capacity_is_queueing_with_load_shed(handmade, kit):
+    S = kit.Shape
+    common = dict(users=0, batching=False, capacity_rps=1000.0)
+    folder = handmade(
+        [
+            S(rate_rps=200, queue_s=0.0002, compute_s=0.0009, batch_mean=1, **common),
+            S(rate_rps=800, queue_s=0.003, compute_s=0.0009, batch_mean=1, **common),
+            S(
+                rate_rps=2000,
+                queue_s=0.080,
+                compute_s=0.0009,
+                batch_mean=1,
+                errors={"RESOURCE_EXHAUSTED": 900},
+                stable=False,
+                **common,
+            ),
+        ]
+    )
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "queueing"
+    assert verdict["evidence"]["offered_load"] == "2000 req/s"
+    assert "900 requests were shed (queue full)" in verdict["reasons"][1]
+    assert "only 1000 of the 2000 req/s offered were answered" in verdict["reasons"][1]
+    assert data["curves"][0]["notes"] == [
+        "at 2000 req/s the server answered only 1000.0 req/s (50% of the offered rate)"
+    ]
+    # Little's law is a closed-loop check: open-loop steps are never flagged by it.
+    assert {f["check"] for f in data["flags"]} == {"errors", "unstable"}
