@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,24 @@ class ServerProcess:
                 self.stop()
                 raise RuntimeError("server not ready after 120 s")
             time.sleep(0.05)
-        self.grpc_port = json.loads(self.ready_file.read_text())["grpc_port"]
+        ports = json.loads(self.ready_file.read_text())
+        self.grpc_port = ports["grpc_port"]
+        self.metrics_port = ports["metrics_port"]
+
+    def counters(self, model: str) -> dict[str, float]:
+        """Server-side totals from /metrics: batch sizes, batches and the process's CPU seconds."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        wanted = {"servescope_batch_size_sum", "servescope_batch_size_count", "process_cpu_seconds_total"}
+        found = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in wanted and sample.labels.get("model", model) == model:
+                    found[sample.name] = sample.value
+        return found
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -171,12 +189,18 @@ def measure_served(
     rows = []
     try:
         for concurrency in CONCURRENCIES:
+            before = server.counters(model)
             result: LoadResult = asyncio.run(
                 run_load(
                     f"127.0.0.1:{server.grpc_port}", model, concurrency=concurrency, duration_s=duration_s,
                     warmup_s=warmup_s,
                 )
             )  # fmt: skip
+            after = server.counters(model)
+            # Server-side deltas cover warm-up too: they describe the step, not the measured window exactly.
+            samples = after["servescope_batch_size_sum"] - before["servescope_batch_size_sum"]
+            batches = after["servescope_batch_size_count"] - before["servescope_batch_size_count"]
+            cpu_s = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
             rows.append(
                 {
                     "concurrency": concurrency,
@@ -185,6 +209,8 @@ def measure_served(
                     "throughput_rps": result.throughput_rps,
                     "p50_s": result.p50_s,
                     "p99_s": result.p99_s,
+                    "server_mean_batch_size": samples / batches if batches else 0.0,
+                    "server_cpu_s_per_inference": cpu_s / samples if samples else 0.0,
                 }
             )
     finally:
@@ -268,13 +294,17 @@ def print_report(report: dict[str, Any]) -> None:
     for row in report["in_process"]:
         print(f"{row['batch_size']:>6} {row['p50_s'] * 1e3:>9.3f} {row['inferences_per_s']:>13.0f}")
     print("\nserved, batch-1 requests, lean async gRPC client")
-    print(f"{'batching':>8} {'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>8}")
+    print(
+        f"{'batching':>8} {'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'mean batch':>10} {'server CPU ms/inf':>17}"
+    )
     for mode, rows in report["served"].items():
         for row in rows:
             errors = sum(row["errors"].values())
             print(
                 f"{mode.removeprefix('batching_'):>8} {row['concurrency']:>5} {row['throughput_rps']:>9.0f} "
-                f"{row['p50_s'] * 1e3:>8.3f} {row['p99_s'] * 1e3:>8.3f} {errors:>8}"
+                f"{row['p50_s'] * 1e3:>8.3f} {row['p99_s'] * 1e3:>8.3f} {errors:>7} "
+                f"{row['server_mean_batch_size']:>10.1f} {row['server_cpu_s_per_inference'] * 1e3:>17.3f}"
             )
     print("\ngRPC alone (a grpc.aio ModelInfer answering a constant, same client): the floor of serving")
     for row in report["grpc_echo_floor"]:
