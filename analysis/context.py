@@ -9,7 +9,7 @@ from analysis.consistency import Flag
 from analysis.curves import Curve, Objective
 from analysis.decompose import Decomposition, batching_enabled
 from analysis.quantization import Comparison
-from analysis.utilization import UtilizationPoint
+from analysis.utilization import Correlation, UtilizationPoint
 from servescope.results import StepRecord
 
 GENERATOR_BUSY_PERCENT = 90.0
@@ -29,6 +29,7 @@ class Context:
     utilization: dict[int, UtilizationPoint]
     comparisons: list[Comparison]
     objective: Objective
+    correlation: Correlation | None = None  # utilization vs throughput over the model's steps
 
 
 def _ms(seconds: float | None) -> str:

@@ -152,6 +152,7 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
             flags=[f for f in flags if f.step_index in {s.step_index for s in group}],
             batching=batching,
             utilization=utilization.points,
+            correlation=utilization.correlations.get(group[0].model),
             comparisons=comparisons,
             objective=objective,
         )

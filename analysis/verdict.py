@@ -116,6 +116,9 @@ def _evidence(ctx: Context, peak: StepRecord, parts: Decomposition, util: Utiliz
         "machine_cores": util.machine_cores,
         "host_busy_fraction": util.host_busy_fraction,
         "gpu_utilization": util.gpu_utilization,
+        "server_cpu_r": ctx.correlation.server_cpu_r if ctx.correlation else None,
+        "generator_cpu_r": ctx.correlation.generator_cpu_r if ctx.correlation else None,
+        "gpu_r": ctx.correlation.gpu_r if ctx.correlation else None,
         "error_ratio": peak.error_ratio,
         "knee_step": ctx.curve.knee_step_index,
         "best_step": ctx.curve.best_step_index,
@@ -190,6 +193,7 @@ def _classify(
                 f"at {at} the GPU was {gpu:.0%} busy at {peak.inferences_per_s:.0f} inferences/s; "
                 f"{saturation}",
                 shares,
+                *_tracks(ctx, "gpu_r", "GPU utilization"),
             ]
         if gpu < GPU_IDLE and busy is not None and busy >= HOST_BUSY:
             return "host-bound", [
@@ -207,6 +211,7 @@ def _classify(
             f"at {at} every CPU was busy ({cores}, {busy:.0%}) with batches of {mean_batch:.1f} samples "
             f"(not full, so the batch limit is not what holds them back); {shares}",
             saturation,
+            *_tracks(ctx, "server_cpu_r", "server CPU"),
         ]
     if queue_share >= QUEUE_DOMINANT_SHARE:
         if not batching_enabled(peak):
@@ -255,6 +260,17 @@ def _classify(
         "rest": "serialization-bound",
     }[largest]
     return kind, [f"at {at} {shares} ({cores})", saturation]
+
+
+def _tracks(ctx: Context, attribute: str, what: str) -> list[str]:
+    """A sentence on how closely a resource followed throughput across the model's steps, if known."""
+    correlation = ctx.correlation
+    r = getattr(correlation, attribute, None) if correlation else None
+    if r is None or correlation is None:
+        return []
+    return [
+        f"{what} tracked throughput with r = {r:.2f} over the {correlation.points} steps of {ctx.curve.model}"
+    ]
 
 
 def _falls_short(step: StepRecord) -> bool:

@@ -45,6 +45,11 @@ def test_gpu_saturated_is_compute_bound_on_gpu(handmade, kit):
     assert any("another GPU replica" in r for r in verdict["recommendations"])
     correlation = data["correlations"][0]
     assert correlation["gpu_r"] > 0.9
+    assert verdict["evidence"]["gpu_r"] == correlation["gpu_r"]
+    assert (
+        f"GPU utilization tracked throughput with r = {correlation['gpu_r']:.2f} over the 4 steps"
+        in (verdict["reasons"][2])
+    )
 
 
 def test_gpu_idle_with_cpu_saturated_is_host_bound(handmade, kit):
