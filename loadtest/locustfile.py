@@ -49,7 +49,8 @@ from servescope.protocol import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
 
 FLUSH_INTERVAL_S = 0.2
 PAYLOAD_POOL = 64  # distinct requests per process, cycled
-RETRY_S = 0.2  # ModelMetadata retry interval while the model cannot be reached
+RETRY_S = 0.2  # retry interval (ModelMetadata, closed-loop calls) while the server cannot be reached
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 LATE_THRESHOLD_S = 0.005  # an open-loop arrival issued later than this behind schedule counts as late
 
 
@@ -230,7 +231,7 @@ class _KServeUser(User):
     def on_start(self) -> None:
         PROCESS.setup(self.environment)
 
-    def call(self) -> None:
+    def call(self) -> int:
         """One ModelInfer call, timed with perf_counter, reported once to Locust and once to samples."""
         setup_code = PROCESS.build_payloads()
         request = PROCESS.take_request()
@@ -243,7 +244,6 @@ class _KServeUser(User):
         if request is None:
             code = CODE_CLIENT_ERROR if setup_code is None else setup_code
             exception = GrpcStatusError(code_name(code), PROCESS.status["setup_error"] or "no payload")
-            gevent.sleep(RETRY_S)  # do not spin while the model cannot be reached
         else:
             try:
                 response = PROCESS.stub.ModelInfer(request, timeout=timeout_s)
@@ -262,6 +262,7 @@ class _KServeUser(User):
             exception=exception,
             context={},
         )
+        return code
 
 
 class ClosedLoopUser(_KServeUser):
@@ -271,7 +272,11 @@ class ClosedLoopUser(_KServeUser):
 
     @task
     def infer(self) -> None:
-        self.call()
+        code = self.call()
+        if code == UNAVAILABLE or not PROCESS.requests:
+            # The server or the model is unreachable: pause instead of spinning, which would only count
+            # failures as fast as this process can and starve the other users of CPU.
+            gevent.sleep(RETRY_S)
 
 
 class OpenLoopUser(_KServeUser):
