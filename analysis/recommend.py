@@ -27,24 +27,28 @@ def recommend(
         cores = peak.cpu.generator_cores or 1.0
         workers = max(2, math.ceil(cores) + 1)
         out.append(
-            f"add load generator processes (servescope load/campaign --workers {workers}) or run them on "
-            f"another machine: at {peak.requests_per_s:.0f} req/s the generator used {cores:.2f} cores; "
-            f"re-measure before drawing conclusions about the server"
+            f"add load generator processes (load.workers: {workers} in the campaign file, or servescope load "
+            f"--workers {workers}) or run them on another machine: at {peak.requests_per_s:.0f} req/s the "
+            f"generator used {cores:.2f} cores; re-measure before drawing conclusions about the server"
         )
-    if kind == "batching-delay-bound" or any(
-        f.series == ctx.curve.series for f in ctx.batching.delay_findings
-    ):
-        finding = next((f for f in ctx.batching.delay_findings if f.series == ctx.curve.series), None)
-        if finding is not None:
-            out.append(
-                f"lower max_queue_delay_us from {finding.max_queue_delay_us} to {finding.suggested_delay_us} "
-                f"(--max-queue-delay-us {finding.suggested_delay_us}): at step {finding.step_index} "
-                f"({finding.load}) the window "
-                f"added {ms(finding.batching_delay_s)} ({finding.share:.0%} of the "
-                f"{ms(finding.client_mean_s)} "
-                f"mean latency) for batches of {finding.batch_size_mean:.2f} samples; expect the mean near "
-                f"{ms(finding.client_mean_s - finding.saving_s)}"
-            )
+    finding = next((f for f in ctx.batching.delay_findings if f.series == ctx.curve.series), None)
+    if finding is not None:
+        out.append(
+            f"lower max_queue_delay_us from {finding.max_queue_delay_us} to {finding.suggested_delay_us} "
+            f"(--max-queue-delay-us {finding.suggested_delay_us}): at step {finding.step_index} "
+            f"({finding.load}) the window added {ms(finding.batching_delay_s)} ({finding.share:.0%} of the "
+            f"{ms(finding.client_mean_s)} mean latency) for batches of {finding.batch_size_mean:.2f} "
+            f"samples; expect the mean near {ms(finding.client_mean_s - finding.saving_s)}"
+        )
+    elif kind == "batching-delay-bound" and parts.batching_delay_s is not None:
+        # The window dominates at the peak but is already close to one compute time: no shorter window
+        # would keep batching, so the load itself is too light to fill batches.
+        suggested_us = suggest_delay_us(fit, peak, ctx.objective.latency_s)
+        out.append(
+            f"the window ({settings.max_queue_delay_us} us) is about one compute time ({suggested_us} us), "
+            f"yet batches stay near one request: at this load batching cannot pay; switch it off "
+            f"(--no-batching) to save about {ms(parts.batching_delay_s)} per request"
+        )
     if kind == "queueing":
         out.extend(_queueing_advice(ctx, peak, parts, util, fit))
     if kind in ("compute-bound-cpu", "compute-bound-gpu", "queueing", "host-bound") and fit is not None:

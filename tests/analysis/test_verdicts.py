@@ -310,3 +310,19 @@ def test_open_loop_beyond_capacity_is_queueing_with_load_shed(handmade, kit):
     ]
     # Little's law is a closed-loop check: open-loop steps are never flagged by it.
     assert {f["check"] for f in data["flags"]} == {"errors", "unstable"}
+
+
+def test_window_near_one_compute_time_with_lonely_batches_suggests_batching_off(handmade, kit):
+    S = kit.Shape
+    # A 3 ms window against 3 ms compute: no shorter window keeps batching, and batches stay at one.
+    folder = handmade(
+        [S(users=1, queue_s=0.003, compute_s=0.003, batch_mean=1, delay_us=3000, rest_s=0.0004)]
+    )
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "batching-delay-bound"
+    assert data["batching"]["delay_findings"] == []
+    assert verdict["recommendations"] == [
+        "the window (3000 us) is about one compute time (3000 us), yet batches stay near one request: "
+        "at this load batching cannot pay; switch it off (--no-batching) to save about 3.00 ms per request"
+    ]
