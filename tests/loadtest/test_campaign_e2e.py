@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadtest.campaign import run_campaign
+from loadtest.campaign import CampaignError, run_campaign
 from loadtest.campaign_config import ServerSetting, parse_campaign_config
 from loadtest.procs import REPO_ROOT, child_env
 from loadtest.samples import SampleReader
@@ -185,3 +185,24 @@ def test_bad_campaign_file_is_rejected_before_any_load(tmp_path: Path, text: str
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("servescope campaign: error: ") and message in lines[0]
     assert not output.exists()
+
+
+def test_unknown_model_or_used_output_fail_before_anything_starts(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    with pytest.raises(
+        CampaignError, match=r"models: \['nope'\] not in --model-repository .* \(has \['sentiment_"
+    ):
+        run_campaign(
+            {"models": ["nope"], "load": {"concurrency": [1]}}, output, model_repository=model_repository
+        )
+    assert not output.exists()
+    output.mkdir()
+    (output / "campaign.json").write_text("{}")
+    with pytest.raises(CampaignError, match=r"already holds a campaign; choose a new folder or delete it"):
+        run_campaign(
+            {"models": ["sentiment_fp32"], "load": {"concurrency": [1]}},
+            output,
+            model_repository=model_repository,
+        )
