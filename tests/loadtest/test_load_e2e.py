@@ -153,3 +153,8 @@ def test_unreachable_target_is_recorded_with_its_code_and_exit_1(tmp_path: Path)
     step = results.read_steps(output)[0][0]
     assert step.completed == 0 and set(step.errors_by_code) == {"UNAVAILABLE"}
     assert step.latency_s is None and "ModelMetadata for 'm' failed: UNAVAILABLE" in (step.note or "")
+    # Locust's own tables: one stats row for the model, failures grouped by status code.
+    stats = (output / "locust" / "locust_stats.csv").read_text().splitlines()
+    assert [row.split(",")[1] for row in stats[1:]] == ["m", "Aggregated"]
+    failures = (output / "locust" / "locust_failures.csv").read_text().splitlines()
+    assert len(failures) == 2 and "GrpcStatusError('UNAVAILABLE')" in failures[1]
