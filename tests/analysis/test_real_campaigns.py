@@ -26,7 +26,8 @@ CAMPAIGNS = {
         "server: [{batching: false}]",
         "latency_ms: 50",
     ),
-    # A 20 ms batch window at one user: every request waits the whole window for company that never comes.
+    # A 20 ms batch window at one user: every request waits the whole window for company that never comes
+    # (the server's adaptive delay, which would skip the wait, is switched off: see ENVIRONMENT).
     "delay": (
         "load: {concurrency: [1]}",
         "server: [{batching: true, max_batch_size: 64, max_queue_delay_us: 20000}]",
@@ -41,6 +42,12 @@ CAMPAIGNS = {
 }
 
 
+# Extra environment of the campaign (and so of the servers it starts). The server closes a batch early
+# when the arrival rate says no company will come ("adaptive delay"), which hides a too-long window at
+# one user; SERVESCOPE_NO_ADAPTIVE_DELAY gives Triton's exact behaviour, where the window always runs out.
+ENVIRONMENT = {"delay": {"SERVESCOPE_NO_ADAPTIVE_DELAY": "1"}}
+
+
 def run_campaign(name: str, folder: Path, repository: Path) -> Path:
     load, server, objective = CAMPAIGNS[name]
     spec = folder / f"{name}.yaml"
@@ -51,6 +58,7 @@ def run_campaign(name: str, folder: Path, repository: Path) -> Path:
     output = folder / f"{name}-campaign"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.update(ENVIRONMENT.get(name, {}))
     done = subprocess.run(
         [sys.executable, "-m", "servescope.cli", "campaign", str(spec), "--output", str(output),
          "--model-repository", str(repository)],
