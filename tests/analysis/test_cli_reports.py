@@ -191,3 +191,29 @@ def test_cli_module_imports_nothing_heavy():
         cwd=Path(__file__).parents[2],
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_analysis_never_imports_locust_or_the_load_tester():
+    import ast
+
+    package = Path(__file__).resolve().parents[2] / "analysis"
+    imported = set()
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+    assert imported.isdisjoint({"locust", "loadtest", "gevent"}), sorted(imported)
+    assert "analysis" in imported and "servescope" in imported
+
+
+def test_interrupted_campaign_is_said_so(capsys, mixed_campaign):
+    path = mixed_campaign / "campaign.json"
+    data = json.loads(path.read_text())
+    data["interrupted"] = True
+    path.write_text(json.dumps(data))
+    code, out, _ = analyze_cli(capsys, str(mixed_campaign), "--output", str(mixed_campaign / "out"))
+    assert code == 0
+    assert "Note: the campaign was interrupted: only the steps it finished are here" in out
+    assert "<b>The campaign was interrupted.</b>" in (mixed_campaign / "out" / "report.html").read_text()
