@@ -79,6 +79,11 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         data = _plain(self)
+        # Per variant at a glance: the verdict of each of its series, in series order.
+        by_model: dict[str, list[dict[str, str]]] = {}
+        for verdict in self.verdicts:
+            by_model.setdefault(verdict.model, []).append({"series": verdict.series, "kind": verdict.kind})
+        data["verdicts_by_model"] = by_model
         for estimate, row in zip(self.floor, data["floor"], strict=False):
             row.update(floor_s=estimate.floor_s, bound=estimate.bound, efficiency=estimate.efficiency)
         for finding, row in zip(

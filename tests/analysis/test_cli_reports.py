@@ -39,6 +39,7 @@ def test_reports_are_written_and_the_verdict_printed(capsys, mixed_campaign):
     assert f"Report: {output / 'report.html'}" in out
     summary = json.loads((output / "summary.json").read_text())
     assert {v["kind"] for v in summary["verdicts"]} == {"queueing", "healthy"}
+    assert [v["kind"] for v in summary["verdicts_by_model"]["sentiment_fp32"]] == ["queueing", "healthy"]
     assert summary["left_out"] == []
     assert summary["objective"] == {"percentile": "p99", "latency_s": 0.05}
     assert len(summary["steps"]) == 4
