@@ -138,7 +138,8 @@ def _session(ort: Any, path: str, options: Any, providers: list[str]) -> Any:
     try:
         return ort.InferenceSession(path, sess_options=options, providers=providers)
     except Exception as exc:  # ONNX Runtime's own error types: a broken or unsupported model file
-        raise RepositoryError(f"{path}: ONNX Runtime cannot load the model: {exc}") from exc
+        detail = " ".join(str(exc).split())  # one line: ONNX Runtime's messages span several
+        raise RepositoryError(f"{path}: ONNX Runtime cannot load the model: {detail}") from exc
 
 
 class ModelRunner:
@@ -214,7 +215,13 @@ class ModelRunner:
     def warm_up(self, batch_sizes: Sequence[int]) -> None:
         """Run each batch size once so that the first real requests do not pay for allocation."""
         for size in sorted(set(batch_sizes)):
-            self.run_sync(self.sample_inputs(size))
+            try:
+                self.run_sync(self.sample_inputs(size))
+            except Exception as exc:  # the config does not describe the model (dims, types)
+                raise RepositoryError(
+                    f"{self.entry.path}: warm-up at batch size {size} failed; does config.pbtxt match the "
+                    f"model? {' '.join(str(exc).split())}"
+                ) from exc
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

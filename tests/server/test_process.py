@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,3 +147,19 @@ def test_device_cuda_without_a_gpu_is_a_startup_error(
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "servescope serve: error: --device cuda: NVML finds no GPU on this machine"
     )
+
+
+def test_a_config_that_does_not_match_the_model_fails_at_startup(
+    model_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from servescope.repository import read_config, write_config
+
+    broken = tmp_path / "repo"
+    shutil.copytree(model_repository / MODEL, broken / MODEL)
+    config = read_config(broken / MODEL / "config.pbtxt")
+    config.input[0].dims[:] = [7]
+    write_config(config, broken / MODEL / "config.pbtxt")
+    argv = ["serve", "--model-repository", str(broken), "--host", "127.0.0.1", "--grpc-port", "0"]
+    assert main([*argv, "--metrics-port", "0"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("servescope serve: error: ") and "warm-up at batch size 1 failed" in error
