@@ -160,11 +160,15 @@ class Server:
         except RuntimeError as exc:
             raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
         await self._grpc.start()
-        self.metrics_port = await self._http.start(options.host, options.metrics_port)
-        self._live = True
-        log.info("listening: gRPC %s:%d, metrics http://%s:%d/metrics", options.host, self.grpc_port,
-                 options.host, self.metrics_port)  # fmt: skip
         try:
+            try:
+                self.metrics_port = await self._http.start(options.host, options.metrics_port)
+            except OSError as exc:
+                raise OSError(f"cannot listen for metrics HTTP on {options.host}:{options.metrics_port}: "
+                              f"{exc.strerror or exc}") from exc  # fmt: skip
+            self._live = True
+            log.info("listening: gRPC %s:%d, metrics http://%s:%d/metrics", options.host, self.grpc_port,
+                     options.host, self.metrics_port)  # fmt: skip
             await self._load(entries)
         except BaseException:
             await self._abort_start()

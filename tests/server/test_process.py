@@ -163,3 +163,17 @@ def test_a_config_that_does_not_match_the_model_fails_at_startup(
     assert main([*argv, "--metrics-port", "0"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("servescope serve: error: ") and "warm-up at batch size 1 failed" in error
+
+
+def test_a_port_in_use_is_a_clear_error(model_repository: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["serve", "--model-repository", str(model_repository), "--model", MODEL, "--host", "127.0.0.1"]
+        assert main([*argv, "--grpc-port", "0", "--metrics-port", str(port)]) == 1
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        expected = f"servescope serve: error: cannot listen for metrics HTTP on 127.0.0.1:{port}"
+        assert error.startswith(expected)
