@@ -95,6 +95,9 @@ class _Process:
             if self.ready:
                 return
             self.config = json.loads(environment.parsed_options.servescope_config)
+            missing = [k for k in ("target", "model", "samples_dir") if not self.config.get(k)]
+            if missing:
+                raise ValueError(f"--servescope-config: {missing} missing (see loadtest/locustfile.py)")
             self.test_start_s = time.time()
             folder = Path(self.config["samples_dir"])
             folder.mkdir(parents=True, exist_ok=True)
