@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import inspect
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Coroutine, Iterator
@@ -66,6 +67,15 @@ class RunningServer:
                 if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                     return sample.value
         return None
+
+    def wait_for_metric(self, value: float, name: str, timeout_s: float = 10, **labels: str) -> float | None:
+        """Poll /metrics until the sample equals value (or the timeout passes); returns the last value."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.metric(name, **labels)
+            if found == value or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
 
     def close(self, grace_s: float = 5) -> None:
         try:

@@ -172,8 +172,9 @@ def test_expired_deadline_is_dropped_before_compute(start_server) -> None:
     running = start_server(models=(MODEL,), max_queue_delay_us=400_000)
     code, _ = call(running.target, request(), timeout_s=0.1)
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
-    time.sleep(0.6)  # the batcher looks at the queue again when the delay runs out
-    assert running.metric("servescope_requests_rejected_total", model=MODEL, reason="deadline") == 1
+    # The batcher drops it when it looks at the queue again, once the delay runs out.
+    rejected = "servescope_requests_rejected_total"
+    assert running.wait_for_metric(1, rejected, model=MODEL, reason="deadline") == 1
     assert running.metric("servescope_requests_total", model=MODEL, code="DEADLINE_EXCEEDED") == 1
     assert running.metric("servescope_inferences_total", model=MODEL) == 0
     assert running.metric("servescope_batches_total", model=MODEL) == 0
@@ -184,7 +185,8 @@ def test_draining_refuses_new_requests_and_finishes_accepted_ones(start_server) 
     results: list[tuple[grpc.StatusCode, str]] = []
     accepted = threading.Thread(target=lambda: results.append(call(running.target, request())))
     accepted.start()
-    time.sleep(0.15)  # the request sits in the queue, waiting out the delay
+    # The request sits in the queue, waiting out the delay.
+    assert running.wait_for_metric(1, "servescope_queue_depth", model=MODEL) == 1
     stopping = asyncio.run_coroutine_threadsafe(running.server.stop(5), running.loop)
     time.sleep(0.05)
     code, details = call(running.target, request())
