@@ -4,10 +4,14 @@ A series is every step that differs only in offered load (users or rate): same m
 size, load mode and server settings. Its points are ordered by offered load.
 
 The knee is the last point before latency starts to grow faster than throughput: the first segment
-where the relative growth of the objective's latency percentile exceeds the relative growth of
-throughput (and exceeds KNEE_MIN_LATENCY_GROWTH, so that noise on a flat curve is not a knee). Beyond it,
-more load buys mostly latency. The best point is the highest throughput (inferences/s) among unflagged
-steps whose latency percentile meets the objective.
+where the relative growth of the mean latency exceeds the relative growth of throughput (and exceeds
+KNEE_MIN_LATENCY_GROWTH, so that noise on a flat curve is not a knee). Beyond it, more load buys mostly
+latency. The mean, not the objective's tail percentile, decides: a p99 over a few seconds jumps with one
+slow request, while the mean is tied to throughput by Little's law (in a closed loop, users = throughput
+x mean latency, so doubling the users doubles the mean exactly when throughput stops growing).
+
+The best point is the highest throughput (inferences/s) among unflagged steps whose latency percentile
+meets the objective.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class Point:
     latency_s: float  # at the objective's percentile
     meets_objective: bool
     trusted: bool
+    mean_latency_s: float = 0.0  # the knee is found on the mean: far less noisy than a tail percentile
 
 
 @dataclass
@@ -109,10 +114,10 @@ def group_series(steps: list[StepRecord]) -> dict[str, list[StepRecord]]:
 
 def find_knee(points: list[Point]) -> int | None:
     for before, after in itertools.pairwise(points):
-        if before.inferences_per_s <= 0 or before.latency_s <= 0:
+        if before.inferences_per_s <= 0 or before.mean_latency_s <= 0:
             continue
         throughput_growth = after.inferences_per_s / before.inferences_per_s - 1
-        latency_growth = after.latency_s / before.latency_s - 1
+        latency_growth = after.mean_latency_s / before.mean_latency_s - 1
         if latency_growth > KNEE_MIN_LATENCY_GROWTH and latency_growth > throughput_growth:
             return before.step_index
     return None
@@ -131,6 +136,7 @@ def build_curve(label: str, steps: list[StepRecord], objective: Objective, untru
                 latency_s=latency_s,
                 meets_objective=latency_s <= objective.latency_s,
                 trusted=step.step_index not in untrusted,
+                mean_latency_s=step.latency_s.mean if step.latency_s else latency_s,
             )
         )
     curve = Curve(series=label, model=steps[0].model, points=points, knee_step_index=find_knee(points))

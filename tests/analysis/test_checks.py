@@ -53,7 +53,7 @@ def test_flagged_steps_are_not_taken_as_the_best_point(handmade, kit):
 
 def test_knee_is_the_last_point_before_latency_outgrows_throughput():
     def point(index: int, throughput: float, latency_ms: float) -> Point:
-        return Point(index, index, throughput, throughput, latency_ms / 1e3, True, True)
+        return Point(index, index, throughput, throughput, 0.0, True, True, mean_latency_s=latency_ms / 1e3)
 
     # x2 throughput for +5% latency, x1.5 for +20%, then +5% throughput for +100% latency.
     points = [point(0, 100, 10), point(1, 200, 10.5), point(2, 300, 12.6), point(3, 315, 25.2)]
