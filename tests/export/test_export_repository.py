@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow  # the session fixture trains and exports once (~1
 PRECISIONS = ("fp32", "int8", "fp16")
 MODELS = tuple(f"sentiment_{p}" for p in PRECISIONS)
 # Stated tolerances of each variant against fp32 (exporter.pipeline.VARIANT_TOLERANCE).
-TOLERANCE = {"fp32": 0.0, "fp16": 1e-2, "int8": 5e-2}
+TOLERANCE = {"fp32": 0.0, "fp16": 1e-2, "int8": 2e-1}
 # Hand count, 2 FLOPs per multiply-add: LSTM 100 steps x 2 x 4 gates x 128 units x (64 inputs + 128 hidden)
 # = 19,660,800; Dense 2 x 128 x 1 = 256; the embedding Gather does no arithmetic.
 EXPECTED_FLOPS = 100 * 2 * 4 * 128 * (64 + 128) + 2 * 128 * 1
@@ -169,14 +169,27 @@ def test_metadata_records_the_contract(model_repository: Path, precision: str) -
     assert 0 < meta["cpu_latency_s"]["batch_1"] < meta["cpu_latency_s"]["batch_32"] < 1.0
     assert meta["opset"] >= 17
     assert {"onnx", "tf2onnx", "keras", "numpy"} <= set(meta["packages"])
-    assert meta["dataset"] == {"name": "synthetic", "train_samples": 2500, "test_samples": 500} or (
-        meta["dataset"]["name"] and meta["dataset"]["test_samples"] >= 256
-    )
+    assert meta["dataset"]["name"] and meta["dataset"]["test_samples"] >= 256
+    assert 0.0 <= meta["mean_abs_diff_vs_fp32"] <= meta["max_abs_diff_vs_fp32"]
+    assert 0.0 <= meta["label_agreement_vs_fp32"] <= 1.0
     assert isinstance(meta["seed"], int) and meta["epochs"] >= 1
     assert datetime.fromisoformat(meta["exported_at"]).tzinfo is not None
     assert meta["inputs"] == {"tokens": {"min_value": 0, "max_value": 9999}}
     assert meta["parity_vs_keras"]["samples"] >= 256
     assert meta["parity_vs_keras"]["max_abs_diff"] <= 1e-5
+
+
+def test_the_lstm_learns_the_synthetic_corpus(model_repository: Path) -> None:
+    """One epoch over 8000 synthetic reviews (the fixture) already reaches >= 0.85 held-out accuracy."""
+    meta = json.loads((model_repository / "sentiment_fp32" / "metadata.json").read_text())
+    if meta["dataset"]["name"] != "synthetic" or meta["dataset"]["train_samples"] * meta["epochs"] < 8000:
+        pytest.skip(
+            f"SERVESCOPE_TEST_REPOSITORY was trained on less: {meta['dataset']}, {meta['epochs']} epochs"
+        )
+    assert meta["accuracy"] >= 0.85
+    int8 = json.loads((model_repository / "sentiment_int8" / "metadata.json").read_text())
+    assert int8["label_agreement_vs_fp32"] >= 0.97
+    assert abs(int8["accuracy"] - meta["accuracy"]) <= 0.02
 
 
 def test_precision_changes_size_as_expected(model_repository: Path) -> None:
