@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process-s", type=float, default=1.5, help="seconds per in-process batch size")
     parser.add_argument("--max-queue-delay-us", type=int, default=None,
                         help="batching delay for the 'on' runs (None: the model's config.pbtxt)")  # fmt: skip
+    parser.add_argument("--serve-flag", action="append", default=[], metavar="FLAG",
+                        help="extra `servescope serve` flag for the batching-on runs, repeatable "
+                        "(e.g. --serve-flag=--no-adaptive-delay)")  # fmt: skip
     default_output = REPO_ROOT / "benchmarks" / "results" / "serve_bench.json"
     parser.add_argument("--output", type=Path, default=default_output, help="JSON results file")
     args = parser.parse_args(argv)
@@ -243,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     on_flags = (
         [] if args.max_queue_delay_us is None else ["--max-queue-delay-us", str(args.max_queue_delay_us)]
-    )
+    ) + list(args.serve_flag)
     started = time.time()
     load_at_start = os.getloadavg()
     in_process = measure_in_process(args.model_repository, args.model, args.in_process_s)
@@ -272,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
         },
         "model": args.model,
+        "batching_on_flags": on_flags,
         "in_process": in_process,
         "served": {"batching_on": served_on, "batching_off": served_off},
         "grpc_echo_floor": grpc_floor,
