@@ -104,3 +104,44 @@ def test_each_server_has_its_own_registry(start_server) -> None:
     second = start_server(models=(MODEL,))
     assert first.metric("servescope_inferences_total", model=MODEL) == 4
     assert second.metric("servescope_inferences_total", model=MODEL) == 0
+
+
+def test_gpu_gauges_read_nvml_at_scrape_time() -> None:
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from server.gpu import GpuCollector
+
+    class FakeNvml:
+        """Two GPUs; the utilization changes between scrapes."""
+
+        busy = 30
+
+        def nvmlDeviceGetCount(self) -> int:
+            return 2
+
+        def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+            return index
+
+        def nvmlDeviceGetUtilizationRates(self, handle: int) -> SimpleNamespace:
+            return SimpleNamespace(gpu=self.busy + handle)
+
+        def nvmlDeviceGetMemoryInfo(self, handle: int) -> SimpleNamespace:
+            return SimpleNamespace(used=1_000_000 * (handle + 1), total=80_000_000_000)
+
+        def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
+            return 250_500  # milliwatts
+
+    collector = GpuCollector()
+    fake = FakeNvml()
+    collector._nvml = fake
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert registry.get_sample_value("servescope_gpu_utilization_ratio", {"gpu": "1"}) == 0.31
+    fake.busy = 90
+    assert registry.get_sample_value("servescope_gpu_utilization_ratio", {"gpu": "0"}) == 0.9
+    assert registry.get_sample_value("servescope_gpu_memory_used_bytes", {"gpu": "1"}) == 2_000_000
+    assert registry.get_sample_value("servescope_gpu_memory_total_bytes", {"gpu": "0"}) == 80e9
+    assert registry.get_sample_value("servescope_gpu_power_watts", {"gpu": "0"}) == 250.5
+    assert b"servescope_gpu_power_watts" in generate_latest(registry)
