@@ -54,3 +54,23 @@ def test_domain_errors_keep_their_message(error: Exception, code: grpc.StatusCod
 def test_anything_else_is_internal_with_a_fixed_message(caplog: pytest.LogCaptureFixture) -> None:
     assert status_for(KeyError("secret detail")) == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
     assert "secret detail" in caplog.text
+
+
+def test_a_gpu_whose_cuda_provider_does_not_come_up(
+    monkeypatch: pytest.MonkeyPatch, model_repository, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NVML says GPU, but CUDA does not really run: auto falls back to the CPU, cuda is an error."""
+    import onnxruntime as ort
+
+    from server import model as model_module
+
+    path = str(model_repository / "sentiment_fp32" / "1" / "model.onnx")
+    probe = ort.InferenceSession(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    if probe.get_providers()[0] == "CUDAExecutionProvider":
+        pytest.skip("CUDA really works on this machine")
+    monkeypatch.setattr(model_module, "gpu_count", lambda: 1)
+    session, provider = model_module.create_session(path, "auto", 1)
+    assert provider == "CPUExecutionProvider" and session.get_providers() == ["CPUExecutionProvider"]
+    assert "CUDA execution provider did not come up: using the CPU" in caplog.text
+    with pytest.raises(model_module.DeviceError, match="--device cuda: the CUDA execution provider did not"):
+        model_module.create_session(path, "cuda", 1)
