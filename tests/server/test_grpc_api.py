@@ -84,9 +84,10 @@ def test_outputs_equal_in_process_onnx_runtime(served, model_repository: Path, m
     np.testing.assert_allclose(got, in_process(model_repository, model, batch), rtol=1e-6, atol=1e-7)
     assert result.get_response().model_version == "1"
     if model == "sentiment_int8":
-        # int8 dynamic quantization rounds differently with another thread count: close, not equal.
+        # int8 dynamic quantization rounds differently with another thread count: close, not equal
+        # (seen: up to 0.013 on a fresh test export).
         other = in_process(model_repository, model, batch, threads=default_intra_op_threads(1) + 1)
-        np.testing.assert_allclose(got, other, atol=1e-3)
+        np.testing.assert_allclose(got, other, atol=0.05)
 
 
 def test_int64_tokens_and_typed_contents_are_accepted(served, model_repository: Path) -> None:
