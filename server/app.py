@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
 
 from server.batcher import BatchSettings
@@ -98,6 +99,23 @@ def write_ready_file(path: Path, grpc_port: int, metrics_port: int) -> None:
     os.replace(handle.name, path)
 
 
+def reflection_pool() -> descriptor_pool.DescriptorPool:
+    """Every served service's descriptors in one pool, for server reflection.
+
+    The protocol lives in servescope's private pool (POOL) and health and reflection in protobuf's
+    default pool; reflection answers from a single pool, so they are copied into a fresh one.
+    """
+    pool = descriptor_pool.DescriptorPool()
+    for file in (
+        POOL.FindFileByName("servescope/protocol/model_config.proto"),
+        POOL.FindFileByName("servescope/protocol/grpc_service.proto"),
+        health_pb2.DESCRIPTOR,
+        reflection_pb2.DESCRIPTOR,
+    ):
+        pool.Add(descriptor_pb2.FileDescriptorProto.FromString(file.serialized_pb))
+    return pool
+
+
 class Server:
     """One servescope server: models, gRPC service, health, reflection, metrics HTTP."""
 
@@ -145,7 +163,7 @@ class Server:
         add_to_server(InferenceServicer(self.core, lambda: self._live), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         services = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(services, self._grpc, pool=POOL)
+        reflection.enable_server_reflection(services, self._grpc, pool=reflection_pool())
         address = f"{options.host}:{options.grpc_port}"
         try:
             if options.tls_cert or options.tls_key:

@@ -200,11 +200,10 @@ def test_grpc_health_and_reflection(served) -> None:
         response = next(reflection.ServerReflectionInfo(iter([request])))
         names = {s.name for s in response.list_services_response.service}
         assert "inference.GRPCInferenceService" in names and "grpc.health.v1.Health" in names
-        request = reflection_pb2.ServerReflectionRequest(
-            file_containing_symbol="inference.GRPCInferenceService"
-        )
-        response = next(reflection.ServerReflectionInfo(iter([request])))
-        assert response.file_descriptor_response.file_descriptor_proto
+        for symbol in ("inference.GRPCInferenceService", "grpc.health.v1.Health", "inference.ModelConfig"):
+            request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)
+            response = next(reflection.ServerReflectionInfo(iter([request])))
+            assert response.file_descriptor_response.file_descriptor_proto, symbol
 
 
 def test_http_probes_and_unknown_paths(served) -> None:
