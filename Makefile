@@ -40,5 +40,18 @@ format: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
 
+# The exported models the benchmarks serve (the demo's, reused when present).
+models/sentiment_fp32/metadata.json: | $(STAMP)
+	$(BIN)/servescope export --dataset synthetic --epochs 3 --train-samples 10000 --test-samples 2000 \
+		--output models --force
+
+# Served vs in-process throughput and latency, batching on and off (about 80 s).
+bench: $(STAMP) models/sentiment_fp32/metadata.json
+	$(BIN)/python benchmarks/serve_bench.py --model-repository models
+
+# servescope vs Triton (PyTriton) vs MLServer on the same model; peer venvs are made on first use.
+bench-peers: $(STAMP) models/sentiment_fp32/metadata.json
+	$(BIN)/python benchmarks/peers/run.py --model-repository models
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
