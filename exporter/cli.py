@@ -11,73 +11,106 @@ from pathlib import Path
 
 from servescope.errors import UsageError
 
+DEFAULT_IMDB_PATH = "~/.keras/datasets/imdb.npz"
+DEFAULT_PREFERRED_BATCH_SIZES = [8, 16, 32, 64]  # same as exporter.pipeline's; this module stays light
+
+
+class _AppendOverDefault(argparse.Action):
+    """Like action="append", but the first use replaces the default list instead of extending it."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        current = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, [*([] if current is self.default else current), values])
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data and training")
     data.add_argument(
         "--dataset",
         default="synthetic",
+        metavar="synthetic|imdb|PATH.npz",
         help="synthetic (seeded IMDb-like corpus), imdb (Keras' imdb.npz, cached or --dataset-path; "
         "never downloaded) or PATH.npz in the same format",
     )
     data.add_argument(
-        "--dataset-path", type=Path, default=None, help="imdb.npz to use with --dataset imdb (default: "
-        "~/.keras/datasets/imdb.npz)"
-    )  # fmt: skip
-    data.add_argument("--epochs", type=int, default=10, help="training epochs")
-    data.add_argument("--batch-size", type=int, default=128, help="training batch size (samples)")
-    data.add_argument("--train-samples", type=int, default=25000, help="training reviews (IMDb has 25000)")
-    data.add_argument(
-        "--test-samples", type=int, default=5000, help="held-out reviews for accuracy and checks (>= 256)"
+        "--dataset-path", metavar="FILE", default=DEFAULT_IMDB_PATH, help="imdb.npz for --dataset imdb"
     )
-    data.add_argument("--seed", type=int, default=0, help="seed of the synthetic corpus and of training")
+    data.add_argument("--epochs", type=int, metavar="N", default=10, help="training epochs")
+    data.add_argument(
+        "--batch-size", type=int, metavar="N", default=128, help="training batch size (samples)"
+    )
+    data.add_argument(
+        "--train-samples", type=int, metavar="N", default=25000, help="training reviews (IMDb has 25000)"
+    )
+    data.add_argument(
+        "--test-samples",
+        type=int,
+        metavar="N",
+        default=5000,
+        help="held-out reviews for accuracy and checks (>= 256)",
+    )
+    data.add_argument(
+        "--seed", type=int, metavar="N", default=0, help="seed of the synthetic corpus and of training"
+    )
 
     out = parser.add_argument_group("model repository")
-    out.add_argument("--output", type=Path, default=Path("models"), help="model repository folder to write")
+    out.add_argument(
+        "--output", type=Path, metavar="DIR", default=Path("models"), help="model repository folder to write"
+    )
     out.add_argument("--force", action="store_true", help="replace model folders that already exist")
     out.add_argument(
         "--variants",
         default="fp32,int8,fp16",
+        metavar="LIST",
         help="comma-separated precisions to write (models sentiment_<precision>)",
     )
-    out.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    out.add_argument("--opset", type=int, metavar="N", default=17, help="ONNX opset")
     out.add_argument(
-        "--max-batch-size", type=int, default=64, help="config.pbtxt max_batch_size (samples per batch)"
+        "--max-batch-size",
+        type=int,
+        metavar="N",
+        default=64,
+        help="config.pbtxt max_batch_size (samples per batch)",
     )
     out.add_argument(
         "--max-queue-delay-us",
         type=int,
+        metavar="US",
         default=1000,
         help="config.pbtxt dynamic_batching.max_queue_delay_microseconds (microseconds)",
     )
     out.add_argument(
         "--preferred-batch-size",
         type=int,
-        action="append",
-        default=None,
-        help="config.pbtxt dynamic_batching.preferred_batch_size, repeatable (samples; default 8 16 32 64, "
-        "capped by --max-batch-size)",
+        action=_AppendOverDefault,
+        default=DEFAULT_PREFERRED_BATCH_SIZES,
+        metavar="N",
+        help="config.pbtxt dynamic_batching.preferred_batch_size, repeatable (samples; sizes above "
+        "--max-batch-size are dropped)",
     )
     out.add_argument(
         "--max-queue-size",
         type=int,
+        metavar="N",
         default=1024,
         help="config.pbtxt default_queue_policy.max_queue_size (requests; 0 = unbounded)",
     )
-    out.add_argument("--instances", type=int, default=1, help="config.pbtxt instance_group count")
+    out.add_argument(
+        "--instances", type=int, metavar="N", default=1, help="config.pbtxt instance_group count"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from exporter.pipeline import DEFAULT_PREFERRED_BATCH_SIZES, ExportOptions, export_repository
+    from exporter.pipeline import ExportOptions, export_repository
 
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    if args.dataset_path is not None and args.dataset != "imdb":
+    if args.dataset_path != DEFAULT_IMDB_PATH and args.dataset != "imdb":
         raise UsageError(f"--dataset-path {args.dataset_path}: only used with --dataset imdb")
     options = ExportOptions(
         output=args.output,
         dataset=args.dataset,
-        dataset_path=args.dataset_path,
+        dataset_path=Path(args.dataset_path).expanduser(),
         epochs=args.epochs,
         batch_size=args.batch_size,
         train_samples=args.train_samples,
@@ -88,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
         max_batch_size=args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us,
-        preferred_batch_sizes=tuple(args.preferred_batch_size or DEFAULT_PREFERRED_BATCH_SIZES),
+        preferred_batch_sizes=tuple(args.preferred_batch_size),
         max_queue_size=args.max_queue_size,
         instances=args.instances,
     )

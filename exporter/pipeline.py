@@ -139,13 +139,29 @@ def _check_output(options: ExportOptions) -> None:
 
 
 def export_repository(options: ExportOptions) -> list[VariantReport]:
-    """Train, convert, check and write every requested variant; returns what was written."""
+    """Train, convert, check and write every requested variant; returns what was written.
+
+    Raises:
+        UsageError: bad options, dataset or output (before any training).
+        CommandError: the ONNX model disagrees with Keras, or a variant with fp32 (nothing written).
+    """
+    created_output = not options.output.exists()
+    validate(options)
+    try:
+        return _export(options)
+    except BaseException:
+        # Leave no empty repository folder behind when this run made it (failure or Ctrl-C).
+        if created_output and options.output.is_dir() and not any(options.output.iterdir()):
+            options.output.rmdir()
+        raise
+
+
+def _export(options: ExportOptions) -> list[VariantReport]:
     from exporter import convert, measure, train
     from exporter.datasets import load_dataset
     from exporter.flops import flops_per_sample
     from exporter.variants import make_variant, op_types
 
-    validate(options)
     data = load_dataset(
         options.dataset,
         train_samples=options.train_samples,

@@ -196,6 +196,34 @@ def test_bad_options(
     assert_usage_error(capsys, (*args, "--output", str(tmp_path / "m")), fragment)
 
 
+def test_npz_with_too_few_reviews_leaves_no_new_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = tmp_path / "small.npz"
+    write_imdb_npz(small, train=300, test=100)
+    output = tmp_path / "new" / "models"
+    assert_usage_error(
+        capsys,
+        ("--dataset", str(small), "--train-samples", "300", "--output", str(output)),
+        "has 300 training and 100 test reviews",
+    )
+    assert not output.exists()
+
+
+def test_preferred_batch_sizes_replace_the_default_and_cap_at_max_batch() -> None:
+    from exporter.pipeline import ExportOptions, _model_config
+    from servescope.cli import build_parser
+
+    argv = ["export", "--preferred-batch-size", "4", "--preferred-batch-size", "32", "--max-batch-size", "16"]
+    args = build_parser(argv).parse_args(argv)
+    assert args.preferred_batch_size == [4, 32]
+    assert build_parser(["export"]).parse_args(["export"]).preferred_batch_size == [8, 16, 32, 64]
+    options = ExportOptions(output=Path("unused"), max_batch_size=16, preferred_batch_sizes=(4, 32))
+    config = _model_config("sentiment_fp32", options)
+    assert list(config.dynamic_batching.preferred_batch_size) == [4]
+    assert config.max_batch_size == 16
+
+
 @pytest.mark.slow
 def test_reader_matches_keras_imdb_loader(tmp_path: Path) -> None:
     """Our .npz reading equals keras.datasets.imdb.load_data(num_words=10000) on the same file.
