@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from exporter.corpus import SEQUENCE_LENGTH, VOCAB_SIZE
-from exporter.datasets import check_dataset_spec
+from exporter.datasets import Dataset, check_dataset_spec
 from exporter.variants import PRECISIONS
 from servescope import repository
 from servescope.errors import CommandError, UsageError
@@ -157,10 +157,8 @@ def export_repository(options: ExportOptions) -> list[VariantReport]:
 
 
 def _export(options: ExportOptions) -> list[VariantReport]:
-    from exporter import convert, measure, train
+    from exporter import convert, train
     from exporter.datasets import load_dataset
-    from exporter.flops import flops_per_sample
-    from exporter.variants import make_variant, op_types
 
     data = load_dataset(
         options.dataset,
@@ -189,22 +187,7 @@ def _export(options: ExportOptions) -> list[VariantReport]:
     with tempfile.TemporaryDirectory(prefix=".servescope-export-", dir=options.output) as staging_root:
         staging = Path(staging_root)
         # Parity first: a conversion that disagrees with Keras must not reach the repository.
-        fp32_path = staging / "fp32.onnx"
-        _save(fp32, fp32_path)
-        fp32_session = measure.cpu_session(fp32_path)
-        parity_x = data.x_test[: max(PARITY_MIN_SAMPLES, min(len(data.x_test), 1024))]
-        try:
-            parity_diff = convert.check_parity(
-                train.predict(trained.model, parity_x),
-                measure.run_batches(fp32_session, parity_x),
-                PARITY_TOLERANCE,
-                "ONNX Runtime fp32 vs Keras",
-            )
-        except convert.ParityError as exc:
-            raise CommandError(f"export refused: {exc}") from exc
-        log.info("parity: ONNX Runtime vs Keras max abs diff %.2e on %d samples", parity_diff, len(parity_x))
-        fp32_probabilities = measure.run_batches(fp32_session, data.x_test)
-
+        fp32_probabilities, parity = _check_against_keras(fp32, trained.model, data, staging)
         common = {
             "opset": options.opset,
             "packages": _package_versions(),
@@ -213,6 +196,8 @@ def _export(options: ExportOptions) -> list[VariantReport]:
             "epochs": options.epochs,
             "exported_at": exported_at,
             "inputs": {"tokens": {"min_value": 0, "max_value": VOCAB_SIZE - 1}},
+            # The trained model's parameters: the same for every precision (int8 adds scales only).
+            "parameter_count": int(trained.model.count_params()),
             "training": {
                 "batch_size": options.batch_size,
                 "epoch_seconds": [round(s, 3) for s in trained.epoch_seconds],
@@ -220,61 +205,93 @@ def _export(options: ExportOptions) -> list[VariantReport]:
                 "optimizer": "adam",
                 "loss": "binary_crossentropy",
             },
-            "parity_vs_keras": {
-                "samples": len(parity_x),
-                "max_abs_diff": parity_diff,
-                "tolerance": PARITY_TOLERANCE,
-            },
+            "parity_vs_keras": parity,
         }
-        # The trained model's parameters: the same for every precision (int8 adds scales, not parameters).
-        parameter_count = int(trained.model.count_params())
         reports = []
         for precision in options.variants:
-            name = model_name(precision)
-            folder = staging / name
-            (folder / VERSION).mkdir(parents=True)
-            model = make_variant(fp32, precision)
-            model_path = folder / VERSION / MODEL_FILE
-            _save(model, model_path)
-            session = measure.cpu_session(model_path)
-            probabilities = measure.run_batches(session, data.x_test)
-            try:
-                diff = convert.check_parity(
-                    fp32_probabilities, probabilities, VARIANT_TOLERANCE[precision], f"{name} vs fp32"
-                )
-            except convert.ParityError as exc:
-                raise CommandError(f"export refused: {exc}") from exc
-            flops = flops_per_sample(model)
-            meta = {
-                "model_name": name,
-                "precision": precision,
-                "file_size_bytes": model_path.stat().st_size,
-                "parameter_count": parameter_count,
-                "initializer_elements": measure.initializer_elements(model),
-                "weight_bytes": measure.weight_bytes(model),
-                "flops_per_sample": flops["total"],
-                "flops_by_op": {k: v for k, v in flops.items() if k != "total"},
-                "accuracy": measure.accuracy(probabilities, data.y_test),
-                "max_abs_diff_vs_fp32": diff,
-                "mean_abs_diff_vs_fp32": float(np.mean(np.abs(probabilities - fp32_probabilities))),
-                "label_agreement_vs_fp32": float(
-                    np.mean((probabilities >= 0.5) == (fp32_probabilities >= 0.5))
-                ),
-                "variant_tolerance_vs_fp32": VARIANT_TOLERANCE[precision],
-                "cpu_latency_s": {
-                    "batch_1": measure.median_latency_s(session, data.x_test, 1),
-                    "batch_32": measure.median_latency_s(session, data.x_test, 32),
-                },
-                "onnx_op_types": op_types(model),
-                **common,
-            }
-            repository.write_config(_model_config(name, options), folder / repository.CONFIG_FILE)
-            repository.write_metadata(meta, folder)
-            reports.append(VariantReport(name=name, path=options.output / name, metadata=meta))
-            log.info("%s ready: accuracy %.4f, max abs diff vs fp32 %.2e", name, meta["accuracy"], diff)
+            folder = staging / model_name(precision)
+            metadata = _write_variant(precision, fp32, folder, data, fp32_probabilities, common)
+            repository.write_config(_model_config(folder.name, options), folder / repository.CONFIG_FILE)
+            repository.write_metadata(metadata, folder)
+            reports.append(
+                VariantReport(name=folder.name, path=options.output / folder.name, metadata=metadata)
+            )
         for report in reports:
             _move_into_place(staging / report.name, report.path, options.force)
     return reports
+
+
+def _check_against_keras(
+    fp32: Any, keras_model: Any, data: Dataset, staging: Path
+) -> tuple[np.ndarray, dict]:
+    """fp32 probabilities on the held-out set, once ONNX Runtime is shown to match Keras (CommandError)."""
+    from exporter import convert, measure, train
+
+    path = staging / "fp32-check.onnx"
+    _save(fp32, path)
+    session = measure.cpu_session(path)
+    x = data.x_test[: max(PARITY_MIN_SAMPLES, min(len(data.x_test), 1024))]
+    try:
+        diff = convert.check_parity(
+            train.predict(keras_model, x),
+            measure.run_batches(session, x),
+            PARITY_TOLERANCE,
+            "ONNX Runtime fp32 vs Keras",
+        )
+    except convert.ParityError as exc:
+        raise CommandError(f"export refused: {exc}") from exc
+    log.info("parity: ONNX Runtime vs Keras max abs diff %.2e on %d samples", diff, len(x))
+    parity = {"samples": len(x), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}
+    return measure.run_batches(session, data.x_test), parity
+
+
+def _write_variant(
+    precision: str,
+    fp32: Any,
+    folder: Path,
+    data: Dataset,
+    fp32_probabilities: np.ndarray,
+    common: dict[str, Any],
+) -> dict[str, Any]:
+    """Write folder/1/model.onnx of one precision, check it against fp32, and return its metadata."""
+    from exporter import convert, measure
+    from exporter.flops import flops_per_sample
+    from exporter.variants import make_variant, op_types
+
+    (folder / VERSION).mkdir(parents=True)
+    model = make_variant(fp32, precision)
+    model_path = folder / VERSION / MODEL_FILE
+    _save(model, model_path)
+    session = measure.cpu_session(model_path)
+    probabilities = measure.run_batches(session, data.x_test)
+    tolerance = VARIANT_TOLERANCE[precision]
+    try:
+        diff = convert.check_parity(fp32_probabilities, probabilities, tolerance, f"{folder.name} vs fp32")
+    except convert.ParityError as exc:
+        raise CommandError(f"export refused: {exc}") from exc
+    flops = flops_per_sample(model)
+    metadata = {
+        "model_name": folder.name,
+        "precision": precision,
+        "file_size_bytes": model_path.stat().st_size,
+        "initializer_elements": measure.initializer_elements(model),
+        "weight_bytes": measure.weight_bytes(model),
+        "flops_per_sample": flops["total"],
+        "flops_by_op": {k: v for k, v in flops.items() if k != "total"},
+        "accuracy": measure.accuracy(probabilities, data.y_test),
+        "max_abs_diff_vs_fp32": diff,
+        "mean_abs_diff_vs_fp32": float(np.mean(np.abs(probabilities - fp32_probabilities))),
+        "label_agreement_vs_fp32": float(np.mean((probabilities >= 0.5) == (fp32_probabilities >= 0.5))),
+        "variant_tolerance_vs_fp32": tolerance,
+        "cpu_latency_s": {
+            "batch_1": measure.median_latency_s(session, data.x_test, 1),
+            "batch_32": measure.median_latency_s(session, data.x_test, 32),
+        },
+        "onnx_op_types": op_types(model),
+        **common,
+    }
+    log.info("%s ready: accuracy %.4f, max abs diff vs fp32 %.2e", folder.name, metadata["accuracy"], diff)
+    return metadata
 
 
 def _model_config(name: str, options: ExportOptions) -> mc.ModelConfig:
