@@ -1,7 +1,8 @@
 """The training data: the seeded synthetic corpus, or IMDb reviews from a Keras-format .npz file.
 
-No TensorFlow here. Keras' `imdb.load_data` insists on the published file's hash (it tries to download
-anything else), so the .npz is read with the same rules written out: shuffle train and test with
+No TensorFlow here. Keras' `imdb.load_data` cannot read an arbitrary file: Keras 3.15 refuses a path as
+its `path` argument (only names under ~/.keras/datasets) and re-downloads any file whose hash differs from
+the published one. So the .npz is read with the same rules written out: shuffle train and test with
 `RandomState(113)`, prefix the start mark 1, shift word ranks by 3, map ranks past `num_words` to the
 out-of-vocabulary mark 2. tests/export checks this against Keras' own loader.
 """
