@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, locust, starts, failures = run_rounds(args, repository, chosen, workdir)
     summary = stats.summarize(stats.check_run(r) for r in runs)
     ratio_table = stats.ratios(summary)
-    verdicts = stats.check_targets(summary, ratio_table)
+    verdicts = stats.check_targets(summary, ratio_table) + stats.check_c1_against_sweeps(summary, sweeps)
     metadata_file = repository / args.model / "metadata.json"
     results = {
         "schema": stats.RESULTS_SCHEMA,

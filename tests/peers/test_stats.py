@@ -128,15 +128,36 @@ def test_targets_not_measured_are_not_met() -> None:
     ]
 
 
-def test_choose_settings_prefers_throughput_within_the_latency_allowance() -> None:
+def test_choose_settings_takes_the_lowest_p99_among_the_near_best_throughputs() -> None:
     entries = [
-        {"c1_p50_s": 0.0020, "c32_throughput_rps": 1000.0},
-        {"c1_p50_s": 0.0022, "c32_throughput_rps": 1200.0},  # within 20% + 0.2 ms: allowed
-        {"c1_p50_s": 0.0060, "c32_throughput_rps": 5000.0},  # buys throughput with latency: refused
+        {"c1_p50_s": 0.002, "c32_throughput_rps": 1000.0, "c32_p99_s": 0.030},
+        {"c1_p50_s": 0.004, "c32_throughput_rps": 1500.0, "c32_p99_s": 0.060},
+        {"c1_p50_s": 0.008, "c32_throughput_rps": 1450.0, "c32_p99_s": 0.040},  # within 5%, lower p99
+        {"c1_p50_s": 0.001, "c32_throughput_rps": 1300.0, "c32_p99_s": 0.010},  # > 5% below the best
         {"error": "did not start"},
     ]
-    assert stats.choose_settings(entries) == 1
+    assert stats.choose_settings(entries) == 2
     assert stats.choose_settings([{"error": "x"}]) == 0
+    assert stats.best_c1_entry(entries) == entries[3]
+    assert stats.best_c1_entry([{"error": "x"}]) is None
+
+
+def test_c1_checked_against_each_peers_best_single_client_setting() -> None:
+    summary = stats.summarize(RUNS)  # servescope c1 p50 median 1.9 ms
+    sweeps = {
+        "servescope": [{"settings": {}, "c1_p50_s": 0.001}],
+        "triton": [
+            {"settings": {"max_queue_delay_us": 1000}, "c1_p50_s": 0.004},
+            {"settings": {"max_queue_delay_us": 0}, "c1_p50_s": 0.0015},
+        ],
+        "mlserver": [{"settings": {"max_batch_time_s": 0.001}, "c1_p50_s": 0.003}],
+    }
+    verdicts = {v.name: v for v in stats.check_c1_against_sweeps(summary, sweeps)}
+    triton = verdicts["c1 p50 < triton at its best single-client setting"]
+    assert not triton.met
+    assert triton.detail == "1.90 ms vs 1.50 ms with {'max_queue_delay_us': 0}"
+    assert verdicts["c1 p50 < mlserver at its best single-client setting"].met
+    assert "c1 p50 < servescope at its best single-client setting" not in verdicts
 
 
 def test_results_file_round_trip_and_checks(tmp_path: Path) -> None:
