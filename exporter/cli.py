@@ -127,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
     )
     reports = export_repository(options)
     print(format_table([r.metadata for r in reports]))
-    print(f"\nwrote {len(reports)} models to {args.output} (serve them: servescope serve --model-repository "
-          f"{args.output})")  # fmt: skip
+    print(f"\nwrote {len(reports)} models to {args.output}")
+    print(f"serve them: servescope serve --model-repository {args.output}")
     return 0
 
 
