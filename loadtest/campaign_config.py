@@ -30,6 +30,7 @@ class ServerSetting:
     """One server configuration to start (`servescope serve` flags); None leaves the server's default."""
 
     batching: bool = True
+    adaptive_delay: bool = True
     max_batch_size: int | None = None
     max_queue_delay_us: int | None = None
     max_queue_size: int | None = None
@@ -46,6 +47,8 @@ class ServerSetting:
                 parts.append(f"max batch {self.max_batch_size}")
             if self.max_queue_delay_us is not None:
                 parts.append(f"delay {self.max_queue_delay_us} us")
+            if not self.adaptive_delay:
+                parts.append("fixed delay")
         if self.instances is not None:
             parts.append(f"{self.instances} instance(s)")
         if self.device is not None:
@@ -276,7 +279,7 @@ def _server_setting(c: _Checker, key: str, value: Any) -> ServerSetting:
     kwargs: dict[str, Any] = {}
     for name, v in value.items():
         where = f"{key}.{name}"
-        if name == "batching":
+        if name in ("batching", "adaptive_delay"):
             kwargs[name] = c.boolean(where, v)
         elif name == "device":
             kwargs[name] = c.string(where, v, DEVICES)

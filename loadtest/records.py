@@ -160,6 +160,7 @@ def server_settings_for(
         ),
         instances=pick(setting.instances, instances),
         device=device or setting.device,
+        adaptive_delay=setting.adaptive_delay if setting.batching else None,
         server=server,
     )
 

@@ -67,6 +67,8 @@ def serve_args(repository: Path, models: list[str], setting: ServerSetting, read
         args += ["--model", model]
     if not setting.batching:
         args.append("--no-batching")
+    if not setting.adaptive_delay:
+        args.append("--no-adaptive-delay")
     flags = {
         "--max-batch-size": setting.max_batch_size,
         "--max-queue-delay-us": setting.max_queue_delay_us,

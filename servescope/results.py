@@ -49,6 +49,9 @@ class ServerSettings:
     max_queue_size: int | None = None
     instances: int | None = None
     device: str | None = None  # "cpu" or "cuda"
+    # servescope closes a batch early when no other request is expected before the delay ends;
+    # False means the delay is always waited out (Triton's behaviour). None: unknown or not servescope.
+    adaptive_delay: bool | None = None
     server: str = "servescope"  # or "triton", "mlserver", "unknown"
 
 

@@ -27,10 +27,10 @@ CAMPAIGNS = {
         "latency_ms: 50",
     ),
     # A 20 ms batch window at one user: every request waits the whole window for company that never comes
-    # (the server's adaptive delay, which would skip the wait, is switched off: see ENVIRONMENT).
+    # (the server's adaptive delay, which would skip the wait, is switched off: Triton's behaviour).
     "delay": (
         "load: {concurrency: [1]}",
-        "server: [{batching: true, max_batch_size: 64, max_queue_delay_us: 20000}]",
+        "server: [{batching: true, adaptive_delay: false, max_batch_size: 64, max_queue_delay_us: 20000}]",
         "latency_ms: 50",
     ),
     # One user, a 100 us window, an objective of 200 ms: light load with room to spare.
@@ -40,12 +40,6 @@ CAMPAIGNS = {
         "latency_ms: 200",
     ),
 }
-
-
-# Extra environment of the campaign (and so of the servers it starts). The server closes a batch early
-# when the arrival rate says no company will come ("adaptive delay"), which hides a too-long window at
-# one user; SERVESCOPE_NO_ADAPTIVE_DELAY gives Triton's exact behaviour, where the window always runs out.
-ENVIRONMENT = {"delay": {"SERVESCOPE_NO_ADAPTIVE_DELAY": "1"}}
 
 
 def run_campaign(name: str, folder: Path, repository: Path) -> Path:
@@ -58,7 +52,6 @@ def run_campaign(name: str, folder: Path, repository: Path) -> Path:
     output = folder / f"{name}-campaign"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env.update(ENVIRONMENT.get(name, {}))
     done = subprocess.run(
         [sys.executable, "-m", "servescope.cli", "campaign", str(spec), "--output", str(output),
          "--model-repository", str(repository)],
