@@ -151,8 +151,8 @@ def _finite_or_none(value: float) -> float | None:
 def sweep(
     name: str, model_repository: Path, model: str, workdir: Path, point_s: float, warmup_s: float
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Try each SWEEP entry of one server at concurrency 1 and 32; return the chosen settings and all
-    entries with their figures."""
+    """Try each SWEEP entry of one server at concurrency 1 and 32; return the chosen settings
+    ({"single_client": ..., "load": ...}) and all entries with their figures."""
     entries: list[dict[str, Any]] = []
     for index, settings in enumerate(SWEEP[name]):
         entry: dict[str, Any] = {"settings": settings}
@@ -185,9 +185,11 @@ def sweep(
         )
         entries.append(entry)
     chosen = stats.choose_settings(entries)
+    single = stats.best_c1_entry(entries) or entries[chosen]
     for i, entry in enumerate(entries):
-        entry["chosen"] = i == chosen
-    return dict(SWEEP[name][chosen]), entries
+        entry["chosen_for_load"] = i == chosen
+        entry["chosen_for_single_client"] = entry is single
+    return {"single_client": dict(single["settings"]), "load": dict(SWEEP[name][chosen])}, entries
 
 
 def locust_point(

@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = servers.default_settings(args.server)
         latest = HERE / "results" / "latest.json"
         if latest.is_file():
-            settings = json.loads(latest.read_text()).get("settings", {}).get(args.server, settings)
+            chosen = json.loads(latest.read_text()).get("settings", {}).get(args.server, {})
+            settings = chosen.get("load", settings)
     py_spy = venvs.ensure("tools").parent / "py-spy"
     workdir = Path(tempfile.mkdtemp(prefix=f"servescope-profile-{args.server}-"))
     server = servers.start(args.server, settings, args.model_repository.resolve(), args.model, workdir)

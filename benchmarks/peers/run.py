@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,18 @@ def resolve_repository(args: argparse.Namespace) -> Path:
     return AUTO_REPOSITORY
 
 
+def point_groups(
+    settings: dict[str, dict[str, Any]], concurrencies: list[int]
+) -> list[tuple[dict, list[int]]]:
+    """(settings, concurrencies) per server start: concurrency 1 with the single-client settings, the
+    rest with the load settings; one start when both are the same."""
+    single = [c for c in concurrencies if c == 1]
+    load = [c for c in concurrencies if c != 1]
+    if settings["single_client"] == settings["load"]:
+        return [(settings["load"], concurrencies)]
+    return [(s, cs) for s, cs in ((settings["single_client"], single), (settings["load"], load)) if cs]
+
+
 def run_rounds(args: argparse.Namespace, repository: Path, chosen: dict[str, dict], workdir: Path) -> tuple:
     runs: list[dict[str, Any]] = []
     locust: list[dict[str, Any]] = []
@@ -127,50 +140,62 @@ def run_rounds(args: argparse.Namespace, repository: Path, chosen: dict[str, dic
         shift = (round_index - 1) % len(args.server_list)
         order = args.server_list[shift:] + args.server_list[:shift]
         for name in order:
-            try:
-                server = servers.start(
-                    name, chosen[name], repository, args.model, workdir / f"round{round_index}-{name}"
-                )
-            except servers.ServerStartError as exc:
-                # One failed start must not throw away the rest of a long run; it is reported.
-                failures.append({"round": round_index, "server": name, "error": str(exc).splitlines()[0]})
-                log.error("round %d: %s", round_index, failures[-1]["error"])
-                continue
-            starts[name].append(round(server.started_s, 2))
-            try:
-                for concurrency in args.concurrency_list:
-                    spec = harness.PointSpec(concurrency, args.duration_s, args.warmup_s)
-                    run = {
-                        "round": round_index,
-                        **harness.measure_point(server, args.model, spec, round_index),
-                    }
-                    runs.append(run)
-                    log.info(
-                        "round %d %-10s c=%-3d %7.1f req/s  p50 %6.2f ms  p99 %7.2f ms  errors %s",
-                        round_index,
-                        name,
-                        concurrency,
-                        run["throughput_rps"],
-                        (run["p50_s"] or float("nan")) * 1e3,
-                        (run["p99_s"] or float("nan")) * 1e3,
-                        run["errors"] or "-",
+            for group_index, (settings, concurrencies) in enumerate(
+                point_groups(chosen[name], args.concurrency_list)
+            ):
+                folder = workdir / f"round{round_index}-{name}-{group_index}"
+                try:
+                    server = servers.start(name, settings, repository, args.model, folder)
+                except servers.ServerStartError as exc:
+                    # One failed start must not throw away the rest of a long run; it is reported.
+                    error = str(exc).splitlines()[0]
+                    failures.append(
+                        {"round": round_index, "server": name, "settings": settings, "error": error}
                     )
-                if round_index == args.rounds and not args.no_locust:
-                    duration = 5.0 if args.quick else args.duration_s
-                    try:
-                        locust.append(
-                            harness.locust_point(server, args.model, args.locust_users, duration, workdir)
+                    log.error("round %d: %s", round_index, error)
+                    continue
+                starts[name].append(round(server.started_s, 2))
+                try:
+                    for concurrency in concurrencies:
+                        spec = harness.PointSpec(concurrency, args.duration_s, args.warmup_s)
+                        run = {
+                            "round": round_index,
+                            **harness.measure_point(server, args.model, spec, round_index),
+                            "settings": settings,
+                        }
+                        runs.append(run)
+                        log.info(
+                            "round %d %-10s c=%-3d %7.1f req/s  p50 %6.2f ms  p99 %7.2f ms  errors %s",
+                            round_index,
+                            name,
+                            concurrency,
+                            run["throughput_rps"],
+                            (run["p50_s"] or float("nan")) * 1e3,
+                            (run["p99_s"] or float("nan")) * 1e3,
+                            run["errors"] or "-",
                         )
-                    except (OSError, subprocess.SubprocessError) as exc:
-                        locust.append({"server": name, "error": str(exc)})
-                    log.info("locust %s: %s", name, locust[-1])
-            finally:
-                servers.stop(server)
+                    if (
+                        round_index == args.rounds
+                        and not args.no_locust
+                        and args.locust_users in concurrencies
+                    ):
+                        duration = 5.0 if args.quick else args.duration_s
+                        try:
+                            locust.append(
+                                harness.locust_point(server, args.model, args.locust_users, duration, workdir)
+                            )
+                        except (OSError, subprocess.SubprocessError) as exc:
+                            locust.append({"server": name, "error": str(exc)})
+                        log.info("locust %s: %s", name, locust[-1])
+                finally:
+                    servers.stop(server)
     return runs, locust, starts, failures
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server that is running.
+    signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
@@ -181,11 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="servescope-peers-"))
     log.info("repository %s, workdir %s", repository, workdir)
 
+    # Per server: the settings for one client (lowest p50 at concurrency 1 in the sweep) and for load
+    # (most throughput at concurrency 32), so every server is measured at its best at each point.
     chosen: dict[str, dict[str, Any]] = {}
     sweeps: dict[str, list[dict[str, Any]]] = {}
     for name in args.server_list:
         if args.no_sweep:
-            chosen[name] = servers.default_settings(name)
+            default = servers.default_settings(name)
+            chosen[name] = {"single_client": default, "load": default}
         else:
             chosen[name], sweeps[name] = harness.sweep(
                 name, repository, args.model, workdir, args.sweep_point_s, min(args.warmup_s, 1.0)
@@ -195,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, locust, starts, failures = run_rounds(args, repository, chosen, workdir)
     summary = stats.summarize(stats.check_run(r) for r in runs)
     ratio_table = stats.ratios(summary)
-    verdicts = stats.check_targets(summary, ratio_table) + stats.check_c1_against_sweeps(summary, sweeps)
+    verdicts = stats.check_targets(summary, ratio_table)
     metadata_file = repository / args.model / "metadata.json"
     results = {
         "schema": stats.RESULTS_SCHEMA,
@@ -218,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": args.warmup_s,
             "client": "benchmarks/lean_client.py, closed loop, batch-1 requests, same process for all",
             "sweep_point_s": None if args.no_sweep else args.sweep_point_s,
-            "sweep_rule": " ".join((stats.choose_settings.__doc__ or "").split()),
+            "sweep_rule": " ".join((stats.choose_settings.__doc__ or "").split())
+            + " Concurrency 1 runs with the entry of lowest p50 at concurrency 1 (stats.best_c1_entry).",
         },
         "versions": _versions(args.server_list),
         "settings": chosen,
@@ -259,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED round {failure['round']} {failure['server']}: {failure['error']}")
     print(f"\nwrote {json_path}, latest.png and latest.md in {results['wall_s']:.0f} s")
     return 0
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _read_json(path: Path) -> Any:

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--settings",
         default=None,
-        help="JSON object of server settings; default: those in results/latest.json, else built-in",
+        help="JSON object of server settings; default: the load settings of results/latest.json, else "
+        "built-in ones",
     )
     parser.add_argument("--ready-file", type=Path, default=None, help="write {grpc_target, metrics_url} here")
     args = parser.parse_args(argv)
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = servers.default_settings(args.server)
         latest = HERE / "results" / "latest.json"
         if latest.is_file():
-            settings = json.loads(latest.read_text()).get("settings", {}).get(args.server, settings)
+            chosen = json.loads(latest.read_text()).get("settings", {}).get(args.server, {})
+            settings = chosen.get("load", settings)
     workdir = Path(tempfile.mkdtemp(prefix=f"servescope-peer-{args.server}-"))
     server = servers.start(args.server, settings, args.model_repository.resolve(), args.model, workdir)
     info = {"server": args.server, "grpc_target": server.grpc_target, "metrics_url": server.metrics_url}

@@ -166,9 +166,8 @@ def check_targets(
 
 def choose_settings(candidates: list[dict[str, Any]]) -> int:
     """Index of the best sweep entry: among the entries within 5% of the highest throughput at
-    concurrency 32 (the issue's headline point), the one with the lowest p99 there. Each peer thus
-    runs with the settings that serve it best under load; the single-client case is checked against
-    every peer's best single-client setting separately (best_c1_entry)."""
+    concurrency 32 (the issue's headline point), the one with the lowest p99 there: each server runs
+    with the settings that serve it best under load. Concurrency 1 uses best_c1_entry instead."""
     usable = [i for i, c in enumerate(candidates) if c.get("c32_throughput_rps") and c.get("c32_p99_s")]
     if not usable:
         return 0
@@ -181,28 +180,6 @@ def best_c1_entry(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The sweep entry with the lowest p50 at concurrency 1 (None when none was measured)."""
     usable = [c for c in candidates if c.get("c1_p50_s")]
     return min(usable, key=lambda c: c["c1_p50_s"]) if usable else None
-
-
-def check_c1_against_sweeps(
-    summary: Mapping[str, Mapping[int, Mapping[str, Spread]]],
-    sweeps: Mapping[str, list[dict[str, Any]]],
-    reference: str = REFERENCE,
-) -> list[Verdict]:
-    """Our concurrency-1 p50 (median of the rounds) against each peer's best concurrency-1 p50 of the
-    sweep, whatever setting gave it (a batching window costs Triton and MLServer at one client)."""
-    ours1 = summary.get(reference, {}).get(1)
-    verdicts = []
-    for peer in sorted(p for p in sweeps if p != reference):
-        entry = best_c1_entry(sweeps[peer])
-        name = f"c1 p50 < {peer} at its best single-client setting"
-        if ours1 is None or entry is None:
-            verdicts.append(Verdict(name, False, "not measured"))
-            continue
-        a, b = ours1["p50_s"].median, entry["c1_p50_s"]
-        verdicts.append(
-            Verdict(name, a < b, f"{a * 1e3:.2f} ms vs {b * 1e3:.2f} ms with {entry['settings']}")
-        )
-    return verdicts
 
 
 def summary_to_json(summary: Mapping[str, Mapping[int, Mapping[str, Spread]]]) -> dict[str, Any]:

@@ -142,24 +142,6 @@ def test_choose_settings_takes_the_lowest_p99_among_the_near_best_throughputs() 
     assert stats.best_c1_entry([{"error": "x"}]) is None
 
 
-def test_c1_checked_against_each_peers_best_single_client_setting() -> None:
-    summary = stats.summarize(RUNS)  # servescope c1 p50 median 1.9 ms
-    sweeps = {
-        "servescope": [{"settings": {}, "c1_p50_s": 0.001}],
-        "triton": [
-            {"settings": {"max_queue_delay_us": 1000}, "c1_p50_s": 0.004},
-            {"settings": {"max_queue_delay_us": 0}, "c1_p50_s": 0.0015},
-        ],
-        "mlserver": [{"settings": {"max_batch_time_s": 0.001}, "c1_p50_s": 0.003}],
-    }
-    verdicts = {v.name: v for v in stats.check_c1_against_sweeps(summary, sweeps)}
-    triton = verdicts["c1 p50 < triton at its best single-client setting"]
-    assert not triton.met
-    assert triton.detail == "1.90 ms vs 1.50 ms with {'max_queue_delay_us': 0}"
-    assert verdicts["c1 p50 < mlserver at its best single-client setting"].met
-    assert "c1 p50 < servescope at its best single-client setting" not in verdicts
-
-
 def test_results_file_round_trip_and_checks(tmp_path: Path) -> None:
     summary = stats.summarize(RUNS)
     data = {
