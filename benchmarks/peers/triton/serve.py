@@ -36,6 +36,9 @@ def make_session(model_path: Path, intra_op_threads: int) -> ort.InferenceSessio
     if intra_op_threads > 0:
         options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
+    # Idle ONNX Runtime workers would spin for a while after each run, burning a core that the
+    # other threads and the client need on a small machine; servescope turns spinning off too.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
