@@ -135,6 +135,8 @@ def _command(
             "--workspace",
             str(workdir / "pytriton"),
         ]
+        if settings.get("ort_spinning"):
+            cmd.append("--ort-spinning")
         return cmd, {**venvs.triton_environment(), "PYTHONUNBUFFERED": "1"}, ready
     if name == "mlserver":
         python = venvs.ensure("mlserver")
@@ -172,7 +174,10 @@ def _write_mlserver_settings(
         "max_batch_time": settings["max_batch_time_s"],
         "parameters": {
             "uri": str(model_file.resolve()),
-            "extra": {"intra_op_threads": settings.get("intra_op_threads", 0)},
+            "extra": {
+                "intra_op_threads": settings.get("intra_op_threads", 0),
+                "ort_spinning": bool(settings.get("ort_spinning", False)),
+            },
         },
     }
     (model_dir / "model-settings.json").write_text(json.dumps(model_settings, indent=2))

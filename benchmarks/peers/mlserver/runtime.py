@@ -25,9 +25,11 @@ class OnnxRuntimeModel(MLModel):
         if threads > 0:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        # Idle ONNX Runtime workers would spin for a while after each run, burning a core that the
-        # other threads and the client need on a small machine; servescope turns spinning off too.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Idle ONNX Runtime workers spin for a while after each run: lower latency, but a core burnt
+        # that the client needs on a small machine. servescope turns it off; the benchmark's sweep
+        # decides here (parameters.extra.ort_spinning).
+        spinning = bool(extra.get("ort_spinning", False))
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         uri = self.settings.parameters.uri
         self._session = ort.InferenceSession(uri, options, providers=["CPUExecutionProvider"])
         self._input_names = [i.name for i in self._session.get_inputs()]

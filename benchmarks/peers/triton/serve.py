@@ -31,14 +31,15 @@ ORT_TO_NUMPY = {
 }
 
 
-def make_session(model_path: Path, intra_op_threads: int) -> ort.InferenceSession:
+def make_session(model_path: Path, intra_op_threads: int, spinning: bool) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if intra_op_threads > 0:
         options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
-    # Idle ONNX Runtime workers would spin for a while after each run, burning a core that the
-    # other threads and the client need on a small machine; servescope turns spinning off too.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Idle ONNX Runtime workers spin for a while after each run: lower latency, but a core burnt that
+    # the other threads and the client need on a small machine. servescope turns it off; here the
+    # benchmark's sweep decides.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
@@ -73,12 +74,15 @@ def main() -> int:
     parser.add_argument("--max-queue-delay-us", type=int, default=1000, help="batching window, us")
     parser.add_argument("--instances", type=int, default=1, help="model instances (one session each)")
     parser.add_argument("--intra-op-threads", type=int, default=0, help="ORT threads per session, 0: auto")
+    parser.add_argument("--ort-spinning", action="store_true", help="let idle ORT workers spin")
     parser.add_argument("--ready-file", type=Path, required=True, help="JSON file written when ready")
     parser.add_argument("--workspace", type=Path, default=None, help="PyTriton workspace folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    sessions = [make_session(args.model_file, args.intra_op_threads) for _ in range(args.instances)]
+    sessions = [
+        make_session(args.model_file, args.intra_op_threads, args.ort_spinning) for _ in range(args.instances)
+    ]
     first = sessions[0]
     config = TritonConfig(
         grpc_address="127.0.0.1",
