@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import subprocess
 import sys
 import tempfile
@@ -98,14 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "--output", type=Path, default=HERE / "results", help="folder for profile-<server>.txt"
     )
     args = parser.parse_args(argv)
-    if args.settings:
-        settings = json.loads(args.settings)
-    else:
-        settings = servers.default_settings(args.server)
-        latest = HERE / "results" / "latest.json"
-        if latest.is_file():
-            chosen = json.loads(latest.read_text()).get("settings", {}).get(args.server, {})
-            settings = chosen.get("load", settings)
+    settings = servers.chosen_settings(args.server, args.settings)
     py_spy = venvs.ensure("tools").parent / "py-spy"
     workdir = Path(tempfile.mkdtemp(prefix=f"servescope-profile-{args.server}-"))
     server = servers.start(args.server, settings, args.model_repository.resolve(), args.model, workdir)

@@ -41,14 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ready-file", type=Path, default=None, help="write {grpc_target, metrics_url} here")
     args = parser.parse_args(argv)
-    if args.settings:
-        settings = json.loads(args.settings)
-    else:
-        settings = servers.default_settings(args.server)
-        latest = HERE / "results" / "latest.json"
-        if latest.is_file():
-            chosen = json.loads(latest.read_text()).get("settings", {}).get(args.server, {})
-            settings = chosen.get("load", settings)
+    settings = servers.chosen_settings(args.server, args.settings)
     workdir = Path(tempfile.mkdtemp(prefix=f"servescope-peer-{args.server}-"))
     server = servers.start(args.server, settings, args.model_repository.resolve(), args.model, workdir)
     info = {"server": args.server, "grpc_target": server.grpc_target, "metrics_url": server.metrics_url}

@@ -62,6 +62,19 @@ def default_settings(name: str) -> dict[str, Any]:
     }[name]
 
 
+def chosen_settings(name: str, override_json: str | None = None) -> dict[str, Any]:
+    """Settings to start a peer with: the JSON given, else the load settings the last benchmark chose
+    (results/latest.json), else the built-in defaults."""
+    if override_json:
+        return json.loads(override_json)
+    latest = HERE / "results" / "latest.json"
+    if latest.is_file():
+        chosen = json.loads(latest.read_text()).get("settings", {}).get(name, {})
+        if "load" in chosen:
+            return chosen["load"]
+    return default_settings(name)
+
+
 def _command(
     name: str,
     settings: dict[str, Any],
