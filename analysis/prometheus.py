@@ -1,10 +1,10 @@
 """Server-side deltas from a Prometheus server instead of the campaign's own /metrics scrapes.
 
-For every step, one PromQL range query per series, evaluated at the end of the step's measured window:
-increase() of the servescope_* counters and histogram sums/counts over the window, so a counter reset
-(a restarted server) is handled the way Prometheus handles it. The measured window of a step is
-the last duration_s seconds of the windows that follow the warm-up (step_window). Only the standard
-library (urllib) is used.
+For every step, one PromQL range query per figure, evaluated at the end of the step's measured window:
+increase() over the window of the samples servescope.metrics maps to each ServerDeltas field (servescope's
+own metrics, or Triton's nv_* ones), so a counter reset (a restarted server) is handled the way
+Prometheus handles it. The measured window of a step is the last duration_s seconds of the windows that
+follow the warm-up (step_window). Only the standard library (urllib) is used.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime
+from typing import Any
 
+from servescope import metrics
 from servescope.results import ServerDeltas, StepRecord
 
 
@@ -72,51 +74,57 @@ class PrometheusClient:
         return series
 
 
-def _selector(model: str) -> str:
-    escaped = model.replace("\\", "\\\\").replace('"', '\\"')
-    return f'{{model="{escaped}"}}'
+def _selector(model: str, labels: tuple[tuple[str, str], ...] = ()) -> str:
+    def quoted(value: str) -> str:
+        return value.replace("\\", "\\\\").replace('"', '\\"')
+
+    pairs = [(metrics.MODEL_LABEL, model), *labels]
+    return "{" + ",".join(f'{name}="{quoted(value)}"' for name, value in pairs) + "}"
 
 
 def fetch_server_deltas(client: PrometheusClient, step: StepRecord) -> ServerDeltas | None:
-    """The step's ServerDeltas from Prometheus; None when Prometheus holds no servescope series for it."""
+    """The step's ServerDeltas from Prometheus; None when Prometheus holds no series of it for the step.
+
+    Each field is read as servescope.metrics.DELTA_SOURCES says, for the source whose series exist.
+    """
     start, end = step_window(step)
     window_s = end - start
     window = f"{max(round(window_s * 1000), 1)}ms"
-    sel = _selector(step.model)
 
-    def total(metric: str) -> float | None:
-        rows = client.query_at(f"sum(increase({metric}{sel}[{window}]))", end, window_s)
-        return rows[0][1] if rows else None
+    answers: dict[str, list[tuple[dict[str, str], float]]] = {}  # a query asked twice is answered once
 
-    def by(metric: str, label: str) -> dict[str, float]:
-        rows = client.query_at(f"sum by ({label}) (increase({metric}{sel}[{window}]))", end, window_s)
-        return {labels.get(label, ""): value for labels, value in rows}
+    def increase(sample: str, labels: tuple[tuple[str, str], ...] = (), by: str | None = None) -> list:
+        grouping = f"sum by ({by}) " if by else "sum"
+        promql = f"{grouping}(increase({sample}{_selector(step.model, labels)}[{window}]))"
+        if promql not in answers:
+            answers[promql] = client.query_at(promql, end, window_s)
+        return answers[promql]
 
-    requests = total("servescope_request_duration_seconds_count")
-    if requests is None:
-        return None
-    buckets = by("servescope_batch_size_bucket", "le")
-    return ServerDeltas(
-        requests=requests,
-        request_s_sum=total("servescope_request_duration_seconds_sum") or 0.0,
-        inferences=total("servescope_inferences_total") or 0.0,
-        batches=total("servescope_batches_total") or 0.0,
-        queue_count=total("servescope_queue_duration_seconds_count") or 0.0,
-        queue_s_sum=total("servescope_queue_duration_seconds_sum") or 0.0,
-        compute_count=total("servescope_compute_duration_seconds_count") or 0.0,
-        compute_s_sum=total("servescope_compute_duration_seconds_sum") or 0.0,
-        batch_size_sum=total("servescope_batch_size_sum") or 0.0,
-        batch_size_buckets={_bound(le): value for le, value in buckets.items()},
-        rejected=by("servescope_requests_rejected_total", "reason"),
-        requests_by_code=by("servescope_requests_total", "code"),
-        source="prometheus",
-    )
+    def evaluate(spec: metrics.Source) -> Any:
+        if isinstance(spec, metrics.Total):
+            total = 0.0
+            for term in spec.terms:
+                rows = increase(term.sample, term.labels)
+                total += term.scale * (rows[0][1] if rows else 0.0)
+            return total
+        if isinstance(spec, metrics.ByLabel):
+            values = {
+                labels.get(spec.label, ""): value for labels, value in increase(spec.sample, by=spec.label)
+            }
+            if spec.rename:
+                values = {new: values[old] for old, new in spec.rename if old in values}
+            if spec.buckets:
+                return {metrics.bound_key(key): value for key, value in values.items()}
+            return values
+        if isinstance(spec, metrics.Keyed):
+            out = {key: evaluate(total) for key, total in spec.entries}
+            return {key: value for key, value in out.items() if value}
+        return {}
 
-
-def _bound(le: str) -> str:
-    """Prometheus writes bucket bounds as floats ("1.0"); the campaign records them as "1"."""
-    try:
-        value = float(le)
-    except ValueError:
-        return le
-    return "+Inf" if value == float("inf") else f"{value:g}"
+    for fields in metrics.DELTA_SOURCES.values():
+        probe = fields["requests"]
+        assert isinstance(probe, metrics.Total)
+        if not increase(probe.terms[0].sample):
+            continue
+        return ServerDeltas(**{name: evaluate(spec) for name, spec in fields.items()}, source="prometheus")
+    return None

@@ -1,20 +1,7 @@
 """Scrape a server's Prometheus /metrics and turn two scrapes into ServerDeltas, CPU and GPU figures.
 
-Understands servescope's own metrics (DESIGN.md table) and Triton's nv_* metrics, so a campaign can
-measure Triton too. Triton mapping (its counters are cumulative per request, durations in microseconds):
-
-    requests        nv_inference_request_success + nv_inference_request_failure
-    request_s_sum   nv_inference_request_duration_us / 1e6
-    inferences      nv_inference_count            batches        nv_inference_exec_count
-    queue_*         nv_inference_queue_duration_us / 1e6 over successful requests
-    compute_*       nv_inference_compute_infer_duration_us / 1e6 over successful requests: Triton adds
-                    a batch's compute time once per request in it, so the mean is the compute time of
-                    the batch a request rode in, like servescope's per-batch mean
-    batch_size_sum  nv_inference_count (samples), so batch_size_mean = inferences / executions
-    rejected        nv_inference_request_failure{reason="REJECTED"} as queue_full (when labelled)
-    GPU             nv_gpu_utilization, nv_gpu_memory_used_bytes, nv_gpu_memory_total_bytes,
-                    nv_gpu_power_usage
-Triton has no batch size histogram, so batch_size_buckets stays empty for it.
+Which samples make which figure, for servescope's own metrics and for Triton's nv_* metrics, is the
+contract of servescope.metrics (DELTA_SOURCES, GPU_SOURCES); this module only evaluates it on scrapes.
 """
 
 from __future__ import annotations
@@ -23,7 +10,9 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
+from servescope import metrics
 from servescope.results import GpuUsage, ServerDeltas
 
 Labels = dict[str, str]
@@ -99,97 +88,50 @@ def try_scrape(url: str | None) -> Snapshot | None:
 
 
 def source_of(snapshot: Snapshot) -> str | None:
-    if snapshot.has("servescope_"):
-        return "servescope"
-    if snapshot.has("nv_inference_"):
-        return "triton"
+    """Which metrics contract a scrape follows ("servescope", "triton"), or None."""
+    for source, marker in metrics.SOURCE_MARKERS.items():
+        if snapshot.has(marker):
+            return source
     return None
 
 
 def server_deltas(before: Snapshot, after: Snapshot, model: str) -> ServerDeltas | None:
     """What the server counted for `model` between two scrapes; None when neither format is there."""
     source = source_of(after)
-    if source == "servescope":
-        return _servescope_deltas(before, after, model)
-    if source == "triton":
-        return _triton_deltas(before, after, model)
-    return None
+    if source is None:
+        return None
+    values = {
+        name: _evaluate(spec, before, after, model) for name, spec in metrics.DELTA_SOURCES[source].items()
+    }
+    return ServerDeltas(**values, source=source)
 
 
-def _delta(before: Snapshot, after: Snapshot, name: str, **labels: str) -> float:
+def _increase(before: Snapshot, after: Snapshot, name: str, **labels: str) -> float:
     return after.total(name, **labels) - before.total(name, **labels)
 
 
-def _delta_by(before: Snapshot, after: Snapshot, name: str, label: str, **labels: str) -> dict[str, float]:
-    b = before.by_label(name, label, **labels)
-    a = after.by_label(name, label, **labels)
-    return {k: a[k] - b.get(k, 0.0) for k in sorted(a)}
-
-
-def _bucket_keys(buckets: dict[str, float]) -> dict[str, float]:
-    """Upper bounds as results.py writes them ("1", "2", ..., "+Inf"), in increasing order."""
-
-    def bound(key: str) -> float:
-        return float(key.replace("+Inf", "inf"))
-
-    out: dict[str, float] = {}
-    for key in sorted(buckets, key=bound):
-        value = bound(key)
-        name = "+Inf" if value == float("inf") else (str(int(value)) if value.is_integer() else f"{value:g}")
-        out[name] = buckets[key]
-    return out
-
-
-def _servescope_deltas(before: Snapshot, after: Snapshot, model: str) -> ServerDeltas:
-    def d(name: str) -> float:
-        return _delta(before, after, name, model=model)
-
-    return ServerDeltas(
-        requests=d("servescope_request_duration_seconds_count"),
-        request_s_sum=d("servescope_request_duration_seconds_sum"),
-        inferences=d("servescope_inferences_total"),
-        batches=d("servescope_batches_total"),
-        queue_count=d("servescope_queue_duration_seconds_count"),
-        queue_s_sum=d("servescope_queue_duration_seconds_sum"),
-        compute_count=d("servescope_compute_duration_seconds_count"),
-        compute_s_sum=d("servescope_compute_duration_seconds_sum"),
-        batch_size_sum=d("servescope_batch_size_sum"),
-        batch_size_buckets=_bucket_keys(
-            _delta_by(before, after, "servescope_batch_size_bucket", "le", model=model)
-        ),
-        rejected=_delta_by(before, after, "servescope_requests_rejected_total", "reason", model=model),
-        requests_by_code=_delta_by(before, after, "servescope_requests_total", "code", model=model),
-        source="servescope",
-    )
-
-
-def _triton_deltas(before: Snapshot, after: Snapshot, model: str) -> ServerDeltas:
-    def d(name: str, **labels: str) -> float:
-        return _delta(before, after, name, model=model, **labels)
-
-    success = d("nv_inference_request_success")
-    failure = d("nv_inference_request_failure")
-    inferences = d("nv_inference_count")
-    failures_by_reason = _delta_by(before, after, "nv_inference_request_failure", "reason", model=model)
-    rejected = {"queue_full": failures_by_reason["REJECTED"]} if "REJECTED" in failures_by_reason else {}
-    by_code = {"OK": success}
-    if failure:
-        by_code["FAILURE"] = failure  # Triton does not export gRPC codes; see docs/loadtest.md
-    return ServerDeltas(
-        requests=success + failure,
-        request_s_sum=d("nv_inference_request_duration_us") / 1e6,
-        inferences=inferences,
-        batches=d("nv_inference_exec_count"),
-        queue_count=success,
-        queue_s_sum=d("nv_inference_queue_duration_us") / 1e6,
-        compute_count=success,
-        compute_s_sum=d("nv_inference_compute_infer_duration_us") / 1e6,
-        batch_size_sum=inferences,
-        batch_size_buckets={},
-        rejected=rejected,
-        requests_by_code=by_code,
-        source="triton",
-    )
+def _evaluate(spec: metrics.Source, before: Snapshot, after: Snapshot, model: str) -> Any:
+    """One ServerDeltas field from two scrapes, as servescope.metrics describes it."""
+    model_labels = {metrics.MODEL_LABEL: model}
+    if isinstance(spec, metrics.Total):
+        return sum(
+            term.scale * _increase(before, after, term.sample, **model_labels, **dict(term.labels))
+            for term in spec.terms
+        )
+    if isinstance(spec, metrics.ByLabel):
+        b = before.by_label(spec.sample, spec.label, **model_labels)
+        a = after.by_label(spec.sample, spec.label, **model_labels)
+        values = {key: a[key] - b.get(key, 0.0) for key in a}
+        if spec.rename:
+            values = {new: values[old] for old, new in spec.rename if old in values}
+        if spec.buckets:
+            ordered = sorted(values, key=lambda key: float(key.replace("+Inf", "inf")))
+            return {metrics.bound_key(key): values[key] for key in ordered}
+        return {key: values[key] for key in sorted(values)}
+    if isinstance(spec, metrics.Keyed):
+        out = {key: _evaluate(total, before, after, model) for key, total in spec.entries}
+        return {key: value for key, value in out.items() if value}
+    return {}
 
 
 def model_label(snapshot: Snapshot | None, model: str, label: str) -> str | None:
@@ -197,33 +139,15 @@ def model_label(snapshot: Snapshot | None, model: str, label: str) -> str | None
     if snapshot is None:
         return None
     for name, labels, _value in snapshot.samples:
-        if name == "servescope_model_info" and labels.get("model") == model and label in labels:
+        if name == metrics.MODEL_INFO.name and labels.get(metrics.MODEL_LABEL) == model and label in labels:
             return labels[label]
     return None
 
 
 def process_cpu_seconds(snapshot: Snapshot) -> float | None:
     """The server process's CPU seconds (prometheus_client's process collector), if exported."""
-    values = [v for n, _ls, v in snapshot.samples if n == "process_cpu_seconds_total"]
+    values = [v for n, _ls, v in snapshot.samples if n == metrics.PROCESS_CPU.name]
     return values[0] if values else None
-
-
-_GPU_NAMES = {
-    "servescope": (
-        "servescope_gpu_utilization_ratio",
-        "servescope_gpu_memory_used_bytes",
-        "servescope_gpu_memory_total_bytes",
-        "servescope_gpu_power_watts",
-        "gpu",
-    ),
-    "triton": (
-        "nv_gpu_utilization",
-        "nv_gpu_memory_used_bytes",
-        "nv_gpu_memory_total_bytes",
-        "nv_gpu_power_usage",
-        "gpu_uuid",
-    ),
-}
 
 
 def gpu_usage(snapshots: list[Snapshot]) -> GpuUsage | None:
@@ -231,17 +155,20 @@ def gpu_usage(snapshots: list[Snapshot]) -> GpuUsage | None:
     if not snapshots:
         return None
     source = source_of(snapshots[-1]) or "servescope"
-    util_name, used_name, total_name, power_name, label = _GPU_NAMES[source]
-    utils, used, total, power, names = [], [], [], [], set()
+    names = metrics.GPU_SOURCES[source]
+    utils, used, total, power, gpus = [], [], [], [], set()
     for snap in snapshots:
-        per_gpu = snap.by_label(util_name, label)
+        per_gpu = {
+            gpu: value * names.utilization_scale
+            for gpu, value in snap.by_label(names.utilization, names.label).items()
+        }
         if not per_gpu:
             continue
-        names.update(per_gpu)
+        gpus.update(per_gpu)
         utils.append(sum(per_gpu.values()) / len(per_gpu))
-        used.append(snap.total(used_name))
-        total.append(snap.total(total_name))
-        watts = snap.by_label(power_name, label)
+        used.append(snap.total(names.memory_used))
+        total.append(snap.total(names.memory_total))
+        watts = snap.by_label(names.power, names.label)
         if watts:
             power.append(sum(watts.values()))
     if not utils:
@@ -251,7 +178,7 @@ def gpu_usage(snapshots: list[Snapshot]) -> GpuUsage | None:
         return sum(values) / len(values) if values else None
 
     return GpuUsage(
-        name=",".join(sorted(names)),
+        name=",".join(sorted(gpus)),
         utilization_ratio=mean(utils),
         memory_used_bytes=mean(used),
         memory_total_bytes=mean(total),

@@ -24,12 +24,12 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
 
 from server.batcher import BatchSettings
-from server.core import DataPlane
+from server.dataplane import DataPlane
 from server.gpu import gpu_count
 from server.http import MetricsHttpServer
 from server.metrics import ServerMetrics
 from server.model import CPU, ModelRunner, RuntimeOptions
-from server.servicer import InferenceServicer, add_to_server
+from server.servicer import ErrorStatusInterceptor, InferenceServicer, add_to_server
 from servescope.protocol import POOL, SERVICE_NAME
 from servescope.protocol import model_config_pb2 as mc
 from servescope.repository import ModelEntry, RepositoryError, list_models
@@ -153,12 +153,13 @@ class Server:
         await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         self._grpc = grpc.aio.server(
+            interceptors=[ErrorStatusInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", options.max_message_bytes),
                 ("grpc.max_send_message_length", options.max_message_bytes),
                 ("grpc.so_reuseport", 0),
                 *options.extra_grpc_options,
-            ]
+            ],
         )
         add_to_server(InferenceServicer(self.core, lambda: self._live), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)

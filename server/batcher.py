@@ -116,6 +116,7 @@ class Batcher:
         settings: batching settings.
         on_batch: called once per executed batch.
         on_drop: called with "cancelled" or "deadline" for each request dropped before compute.
+        on_depth: called with the number of queued requests whenever it changes (a gauge's set).
         clock: seconds, monotonic; a parameter so that tests can reason about time.
     """
 
@@ -127,6 +128,7 @@ class Batcher:
         *,
         on_batch: Callable[[BatchReport], None] | None = None,
         on_drop: Callable[[str], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.name = name
@@ -134,6 +136,7 @@ class Batcher:
         self._execute = execute
         self._on_batch = on_batch or (lambda report: None)
         self._on_drop = on_drop or (lambda reason: None)
+        self._on_depth = on_depth or (lambda depth: None)
         self._clock = clock
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_samples = 0
@@ -189,6 +192,7 @@ class Batcher:
         self._last_arrival_s = now_s
         self._queue.append(_Pending(inputs, samples, future, now_s, deadline_s))
         self._queued_samples += samples
+        self._on_depth(len(self._queue))
         self._wakeup.set()
         return await future
 
@@ -203,6 +207,7 @@ class Batcher:
             if not pending.future.done():
                 pending.future.set_exception(Unavailable(f"model {self.name!r} is shutting down"))
         self._queued_samples = 0
+        self._on_depth(0)
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
@@ -271,6 +276,7 @@ class Batcher:
     def _pop(self) -> _Pending:
         pending = self._queue.popleft()
         self._queued_samples -= pending.samples
+        self._on_depth(len(self._queue))
         return pending
 
     def _drop_dead(self) -> None:
@@ -300,6 +306,7 @@ class Batcher:
             else:
                 alive.append(pending)
         self._queue = alive
+        self._on_depth(len(alive))
 
     async def _run(self, batch: list[_Pending]) -> None:
         start_s = self._clock()

@@ -1,9 +1,9 @@
-"""Tensors between KServe v2 protobuf messages and numpy, with every check a request must pass.
+"""Tensors of a request checked against one model and turned into numpy arrays, whatever the protocol.
 
-Inputs arrive as raw_input_contents (row-major little-endian bytes, read with np.frombuffer without a
-copy) or as typed `contents`. Integer inputs accept INT32 and INT64 on the wire and are range-checked
-(from metadata.json `inputs`) before they are cast to the model's type. Every failure is InvalidInput
-with a message naming the model, the field and the value.
+An input arrives as bytes (row-major little-endian, read with np.frombuffer without a copy) or as a flat
+sequence of values (gRPC's typed `contents`, REST's JSON `data`). Integer inputs accept every integer
+type on the wire and are range-checked (from metadata.json `inputs`) before they are cast to the
+model's type. Every failure is InvalidInput with a message naming the model, the field and the value.
 """
 
 from __future__ import annotations
@@ -16,23 +16,23 @@ from typing import Any
 import numpy as np
 
 from server.errors import InvalidInput
+from server.messages import InferRequest, InputTensor, OutputTensor
 from server.model import TensorSpec
-from servescope.protocol import grpc_service_pb2 as pb
 
-# KServe datatype -> (little-endian numpy dtype, InferTensorContents field or None when not expressible).
-WIRE_TYPES: dict[str, tuple[np.dtype[Any], str | None]] = {
-    "BOOL": (np.dtype("?"), "bool_contents"),
-    "UINT8": (np.dtype("u1"), "uint_contents"),
-    "UINT16": (np.dtype("<u2"), "uint_contents"),
-    "UINT32": (np.dtype("<u4"), "uint_contents"),
-    "UINT64": (np.dtype("<u8"), "uint64_contents"),
-    "INT8": (np.dtype("i1"), "int_contents"),
-    "INT16": (np.dtype("<i2"), "int_contents"),
-    "INT32": (np.dtype("<i4"), "int_contents"),
-    "INT64": (np.dtype("<i8"), "int64_contents"),
-    "FP16": (np.dtype("<f2"), None),
-    "FP32": (np.dtype("<f4"), "fp32_contents"),
-    "FP64": (np.dtype("<f8"), "fp64_contents"),
+# KServe datatype -> little-endian numpy dtype.
+WIRE_DTYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
 }
 _INTEGER_TYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 
@@ -70,20 +70,17 @@ class TensorCodec:
     def _invalid(self, message: str) -> InvalidInput:
         return InvalidInput(f"model {self.model_name!r}: {message}")
 
-    def decode(self, request: pb.ModelInferRequest) -> DecodedRequest:
+    def decode(self, request: InferRequest) -> DecodedRequest:
         """The request's input arrays, checked against the model; raises InvalidInput."""
         tensors = request.inputs
-        raw = request.raw_input_contents
         if len(tensors) != len(self.inputs):
             names = [t.name for t in tensors]
             raise self._invalid(
                 f"request has inputs {names}, the model expects {[s.name for s in self.inputs]}"
             )
-        if raw and len(raw) != len(tensors):
-            raise self._invalid(f"raw_input_contents has {len(raw)} entries for {len(tensors)} inputs")
         arrays: list[np.ndarray | None] = [None] * len(self.inputs)
         batch_size = -1
-        for position, tensor in enumerate(tensors):
+        for tensor in tensors:
             index = self._input_index.get(tensor.name)
             if index is None:
                 raise self._invalid(
@@ -91,18 +88,16 @@ class TensorCodec:
                 )
             if arrays[index] is not None:
                 raise self._invalid(f"input {tensor.name!r} appears more than once")
-            array = self._decode_tensor(index, tensor, raw[position] if raw else None)
+            array = self._decode_tensor(index, tensor)
             if batch_size not in (-1, array.shape[0]):
                 raise self._invalid(
                     f"input {tensor.name!r} has batch size {array.shape[0]}, another input has {batch_size}"
                 )
             batch_size = array.shape[0]
             arrays[index] = array
-        return DecodedRequest(arrays, batch_size, self._output_indices(request))  # type: ignore[arg-type]
+        return DecodedRequest(arrays, batch_size, self._output_indices(request.outputs))  # type: ignore[arg-type]
 
-    def _decode_tensor(
-        self, index: int, tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None
-    ) -> np.ndarray:
+    def _decode_tensor(self, index: int, tensor: InputTensor) -> np.ndarray:
         spec = self.inputs[index]
         name = tensor.name
         if tensor.datatype not in self._accepted[index]:
@@ -126,31 +121,24 @@ class TensorCodec:
                     f"input {name!r} has shape {list(shape)}, expected [-1, {', '.join(map(str, spec.dims))}]"
                 )
         count = math.prod(shape)
-        wire_dtype, field = WIRE_TYPES[tensor.datatype]
-        has_contents = tensor.HasField("contents")
-        if raw is not None:
-            if has_contents:
-                raise self._invalid(f"input {name!r} has both contents and raw_input_contents")
-            if len(raw) != count * wire_dtype.itemsize:
+        wire_dtype = WIRE_DTYPES[tensor.datatype]
+        data, where = tensor.data, tensor.where
+        if isinstance(data, bytes | bytearray | memoryview):
+            if len(data) != count * wire_dtype.itemsize:
                 raise self._invalid(
-                    f"input {name!r}: raw_input_contents holds {len(raw)} bytes, shape {list(shape)} of "
+                    f"input {name!r}: {where} holds {len(data)} bytes, shape {list(shape)} of "
                     f"{tensor.datatype} needs {count * wire_dtype.itemsize}"
                 )
-            array = np.frombuffer(raw, dtype=wire_dtype).reshape(shape)
+            array = np.frombuffer(data, dtype=wire_dtype).reshape(shape)
         else:
-            values = getattr(tensor.contents, field) if field else ()
-            if field is None and has_contents:
-                raise self._invalid(f"input {name!r}: {tensor.datatype} must travel in raw_input_contents")
-            if len(values) != count:
+            if len(data) != count:
                 raise self._invalid(
-                    f"input {name!r}: contents.{field or 'raw'} holds {len(values)} values, "
-                    f"shape {list(shape)} needs {count}"
+                    f"input {name!r}: {where} holds {len(data)} values, shape {list(shape)} needs {count}"
                 )
             try:
-                array = np.array(values, dtype=wire_dtype).reshape(shape)
-            except (OverflowError, ValueError) as exc:  # e.g. 300 in the int_contents of an INT8 tensor
-                message = f"input {name!r}: contents.{field} do not fit {tensor.datatype}: {exc}"
-                raise self._invalid(message) from exc
+                array = np.array(data, dtype=wire_dtype).reshape(shape)
+            except (OverflowError, ValueError, TypeError) as exc:  # e.g. 300 in an INT8 tensor
+                raise self._invalid(f"input {name!r}: {where} do not fit {tensor.datatype}: {exc}") from exc
         return self._check_values(spec, name, array)
 
     def _check_values(self, spec: TensorSpec, name: str, array: np.ndarray) -> np.ndarray:
@@ -172,34 +160,26 @@ class TensorCodec:
             array = array.astype(spec.dtype)
         return array
 
-    def _output_indices(self, request: pb.ModelInferRequest) -> list[int]:
-        if not request.outputs:
+    def _output_indices(self, wanted: Sequence[str]) -> list[int]:
+        if not wanted:
             return self._all_outputs
         indices = []
-        for wanted in request.outputs:
-            index = self._output_index.get(wanted.name)
+        for name in wanted:
+            index = self._output_index.get(name)
             if index is None:
                 raise self._invalid(
-                    f"unknown requested output {wanted.name!r} "
-                    f"(the model has {[s.name for s in self.outputs]})"
+                    f"unknown requested output {name!r} (the model has {[s.name for s in self.outputs]})"
                 )
             indices.append(index)
         return indices
 
-    def encode(
-        self,
-        request: pb.ModelInferRequest,
-        version: str,
-        outputs: Sequence[np.ndarray],
-        indices: Sequence[int],
-    ) -> pb.ModelInferResponse:
-        """The response with the requested outputs as raw_output_contents."""
-        response = pb.ModelInferResponse(model_name=self.model_name, model_version=version, id=request.id)
+    def encode(self, outputs: Sequence[np.ndarray], indices: Sequence[int]) -> list[OutputTensor]:
+        """The requested outputs in their declared datatypes."""
+        tensors = []
         for index in indices:
             spec = self.outputs[index]
             array = outputs[index]
             if array.dtype != spec.dtype:
                 array = array.astype(spec.dtype)
-            response.outputs.add(name=spec.name, datatype=spec.datatype, shape=array.shape)
-            response.raw_output_contents.append(array.tobytes())
-        return response
+            tensors.append(OutputTensor(spec.name, spec.datatype, array))
+        return tensors

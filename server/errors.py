@@ -1,7 +1,8 @@
-"""Domain errors of the server and the one function that maps them to gRPC status codes.
+"""Domain errors of the server, each with the status it ends with on the wire.
 
-Layers below the servicer raise these plain exceptions and never choose status codes; `status_for`
-is the only place that knows the mapping. Anything else is a real fault: INTERNAL with a fixed
+Layers below the front ends raise these plain exceptions and never choose status codes. Every error
+names its gRPC status code (by name, so this module stays free of gRPC) and its HTTP status; the gRPC
+interceptor and the HTTP front end only translate. Anything else is a real fault: INTERNAL with a fixed
 message for the client, the details go to the log.
 """
 
@@ -9,54 +10,62 @@ from __future__ import annotations
 
 import logging
 
-import grpc
-
 log = logging.getLogger(__name__)
 
+INTERNAL = "INTERNAL"
 INTERNAL_MESSAGE = "internal error"
 
 
-class InvalidInput(ValueError):
+class ServingError(Exception):
+    """A request failed for a reason the client should hear about; `status` is its gRPC code name."""
+
+    status = INTERNAL
+    http_status = 500
+
+
+class InvalidInput(ServingError, ValueError):
     """The request is malformed or does not fit the model (name, dtype, shape, value range, size)."""
 
+    status = "INVALID_ARGUMENT"
+    http_status = 400
 
-class ModelNotFound(LookupError):
+
+class ModelNotFound(ServingError, LookupError):
     """No such model, or no such version of it."""
 
+    status = "NOT_FOUND"
+    http_status = 404
 
-class Unavailable(RuntimeError):
+
+class Unavailable(ServingError, RuntimeError):
     """The server or the model cannot take requests now (not ready yet, or draining)."""
 
+    status = "UNAVAILABLE"
+    http_status = 503
 
-class Overloaded(RuntimeError):
+
+class Overloaded(ServingError, RuntimeError):
     """The model's queue is full: the request is shed at once rather than queued."""
 
+    status = "RESOURCE_EXHAUSTED"
+    http_status = 429
 
-class DeadlineExpired(TimeoutError):
+
+class DeadlineExpired(ServingError, TimeoutError):
     """The client's deadline passed before the request was computed; it was dropped, never run."""
 
-
-_CODES: dict[type[BaseException], grpc.StatusCode] = {
-    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    ModelNotFound: grpc.StatusCode.NOT_FOUND,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
+    status = "DEADLINE_EXCEEDED"
+    http_status = 504
 
 
-def code_for(exc: BaseException) -> grpc.StatusCode:
-    """The gRPC status code of an exception; INTERNAL for anything that is not a domain error."""
-    for kind, code in _CODES.items():
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
+def status_of(exc: BaseException) -> str:
+    """The gRPC status code name an exception ends with; INTERNAL for anything not a domain error."""
+    return exc.status if isinstance(exc, ServingError) else INTERNAL
 
 
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status code and client-facing message for an exception raised while serving."""
-    code = code_for(exc)
-    if code is grpc.StatusCode.INTERNAL:
-        log.error("internal error while serving a request", exc_info=exc)
-        return code, INTERNAL_MESSAGE
-    return code, str(exc)
+def client_message(exc: BaseException) -> str:
+    """What the client is told: the domain error's message, or a fixed one for a real fault (logged)."""
+    if isinstance(exc, ServingError) and exc.status != INTERNAL:
+        return str(exc)
+    log.error("internal error while serving a request", exc_info=exc)
+    return INTERNAL_MESSAGE

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from servescope import metrics as contract
+
 log = logging.getLogger(__name__)
 
 
@@ -45,14 +47,11 @@ class GpuCollector(Collector):
         nvml = self._nvml
         if nvml is None:
             return
-        utilization = GaugeMetricFamily(
-            "servescope_gpu_utilization_ratio",
-            "GPU busy fraction over the last sample period",
-            labels=["gpu"],
-        )
-        used = GaugeMetricFamily("servescope_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
-        total = GaugeMetricFamily("servescope_gpu_memory_total_bytes", "GPU memory in total", labels=["gpu"])
-        power = GaugeMetricFamily("servescope_gpu_power_watts", "GPU power draw", labels=["gpu"])
+
+        def family(metric: contract.Metric) -> GaugeMetricFamily:
+            return GaugeMetricFamily(metric.name, metric.help, labels=list(metric.labels))
+
+        utilization, used, total, power = (family(m) for m in contract.GPU_METRICS)
         try:
             for index in range(nvml.nvmlDeviceGetCount()):
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)

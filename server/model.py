@@ -161,6 +161,7 @@ class ModelRunner:
         self.inputs, self.outputs = tensor_specs(entry)
         self.max_batch_size = int(entry.config.max_batch_size)
         threads = options.intra_op_threads or default_intra_op_threads(options.instances)
+        self.intra_op_threads = threads
         path = entry.model_file(version)
         if not path.is_file():
             raise RepositoryError(f"{path}: model file not found")

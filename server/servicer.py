@@ -1,26 +1,26 @@
-"""The GRPCInferenceService servicer: thin. Hand the request to the data plane, map errors, return.
+"""The GRPCInferenceService servicer: thin. Convert the request, await the data plane, convert back.
 
-Status codes are chosen only by server.errors.status_for; no model logic lives here.
+No model logic and no status codes here: domain errors propagate to ErrorStatusInterceptor, the one
+place that turns them into gRPC status codes (server.errors says which), registered once on the server.
+ModelStreamInfer answers errors in-band, as the protocol asks, with the same messages.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from server.core import DataPlane
-from server.errors import InvalidInput, status_for
+from server import grpc_codec
+from server.dataplane import DataPlane
+from server.errors import InvalidInput, client_message, status_of
 from servescope import __version__
 from servescope.protocol import POOL, SERVICE_NAME
 from servescope.protocol import grpc_service_pb2 as pb
 from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
-
-Response = TypeVar("Response")
 
 
 class _Malformed:
@@ -38,22 +38,51 @@ def _check(request: Any) -> None:
         raise request.error()
 
 
-def _mapped(
-    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]]:
-    """Turn the domain errors a unary method raises into the gRPC status of server.errors."""
+def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status code and client-facing message of an exception raised while serving."""
+    return grpc.StatusCode[status_of(exc)], client_message(exc)
 
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
-        try:
-            _check(request)
-            return await method(self, request, context)
-        except Exception as exc:
-            code, message = status_for(exc)
-            await context.abort(code, message)
-            raise  # unreachable: abort raises
 
-    return wrapper
+class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
+    """Unary calls: a malformed request or a domain error ends the call with its status code and message.
+
+    Handlers are wrapped once per method and cached, so a call pays one dictionary lookup.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior = handler.unary_unary
+
+        async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                _check(request)
+                return await behavior(request, context)
+            except Exception as exc:
+                if isinstance(exc, grpc.aio.AbortError):
+                    raise
+                code, message = grpc_status(exc)
+                await context.abort(code, message)
+
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            mapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -63,59 +92,41 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._core = core
         self._live = live
 
-    @_mapped
-    async def ServerLive(
-        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ServerLiveResponse:
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self._live())
 
-    @_mapped
-    async def ServerReady(
-        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ServerReadyResponse:
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._core.ready)
 
-    @_mapped
-    async def ModelReady(
-        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelReadyResponse:
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self._core.model_ready(request.name, request.version))
 
-    @_mapped
     async def ServerMetadata(
-        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ServerMetadataRequest, context: Any
     ) -> pb.ServerMetadataResponse:
-        return self._core.server_metadata(__version__)
+        return grpc_codec.server_metadata(self._core.server_metadata(__version__))
 
-    @_mapped
-    async def ModelMetadata(
-        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelMetadataResponse:
-        return self._core.model_metadata(request.name, request.version)
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        return grpc_codec.model_metadata(self._core.model_metadata(request.name, request.version))
 
-    @_mapped
-    async def ModelConfig(
-        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelConfigResponse:
-        return self._core.model_config(request.name, request.version)
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        return pb.ModelConfigResponse(config=self._core.model_config(request.name, request.version))
 
-    @_mapped
     async def ModelStatistics(
-        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ModelStatisticsRequest, context: Any
     ) -> pb.ModelStatisticsResponse:
-        return self._core.statistics(request.name, request.version)
+        return grpc_codec.statistics(self._core.statistics(request.name, request.version))
 
-    @_mapped
     async def RepositoryIndex(
-        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RepositoryIndexRequest, context: Any
     ) -> pb.RepositoryIndexResponse:
-        return self._core.repository_index(request.ready)
+        return grpc_codec.repository_index(self._core.repository_index(request.ready))
 
-    @_mapped
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        return await self._core.infer(request, context.time_remaining())
+        response = await self._core.infer(grpc_codec.infer_request(request), context.time_remaining())
+        return grpc_codec.infer_response(response)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
@@ -127,15 +138,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
                 _check(request)
-                response = await self._core.infer(request, context.time_remaining())
-                responses.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+                response = await self._core.infer(grpc_codec.infer_request(request), context.time_remaining())
+                responses.put_nowait(
+                    pb.ModelStreamInferResponse(infer_response=grpc_codec.infer_response(response))
+                )
             except Exception as exc:
-                _, message = status_for(exc)
                 failed = pb.ModelInferResponse()
                 if not isinstance(request, _Malformed):
                     failed.model_name, failed.id = request.model_name, request.id
                 responses.put_nowait(
-                    pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
+                    pb.ModelStreamInferResponse(error_message=client_message(exc), infer_response=failed)
                 )
 
         async def read() -> None:

@@ -4,9 +4,9 @@
     <campaign>/steps.jsonl      one StepRecord per measured step, appended as each step finishes
     <campaign>/samples/*.npy    optional raw client latencies (seconds, float64) per step
 
-Every record carries `schema_version`; readers refuse versions they do not know. All times are in
-seconds, rates per second, sizes in bytes. A field is None when it was not measured (for example `gpu`
-on a machine without one, `server` when /metrics could not be scraped).
+Every record carries `schema_version`; readers refuse versions they do not know (READABLE_VERSIONS).
+All times are in seconds, rates per second, sizes in bytes. A field is None when it was not measured
+(for example `gpu` on a machine without one, `server` when /metrics could not be scraped).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 lacked ServerSettings.intra_op_threads; its records read with that field as None.
+READABLE_VERSIONS = (1, 2)
 CAMPAIGN_FILE = "campaign.json"
 STEPS_FILE = "steps.jsonl"
 SAMPLES_DIR = "samples"
@@ -40,7 +42,11 @@ class LoadSpec:
 
 @dataclass
 class ServerSettings:
-    """The server's batching and execution settings during a step (None where unknown, e.g. a peer)."""
+    """The settings the server reported running during a step (its ModelConfig; servescope.settings).
+
+    None where unknown (a server that does not answer ModelConfig). Every field is part of a series'
+    identity in the analysis: two steps that differ in any of them are never merged.
+    """
 
     batching: bool | None = None
     max_batch_size: int | None = None
@@ -52,7 +58,8 @@ class ServerSettings:
     # servescope closes a batch early when no other request is expected before the delay ends;
     # False means the delay is always waited out (Triton's behaviour). None: unknown or not servescope.
     adaptive_delay: bool | None = None
-    server: str = "servescope"  # or "triton", "mlserver", "unknown"
+    intra_op_threads: int | None = None  # ONNX Runtime threads per execution
+    server: str = "servescope"  # ServerMetadata's name ("servescope", "triton", ...) or "unknown"
 
 
 @dataclass
@@ -252,9 +259,10 @@ _NESTED: dict[tuple[type, str], type] = {
 
 def _check_version(data: dict[str, Any], where: str) -> None:
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ResultsError(
-            f"{where}: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})"
+            f"{where}: schema_version {version!r} is not supported "
+            f"(readable: {', '.join(map(str, READABLE_VERSIONS))})"
         )
 
 

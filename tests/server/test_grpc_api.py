@@ -68,11 +68,18 @@ def test_health_and_metadata_rpcs(served, model_repository: Path) -> None:
 
 
 def test_model_config_is_the_repositorys(served, model_repository: Path) -> None:
+    """What runs is config.pbtxt (no overrides here), plus the settings Triton's fields cannot hold."""
     client = triton.InferenceServerClient(served.target)
     for model in MODELS:
-        served_config = client.get_model_config(model).config
+        served_config = json_format.MessageToDict(client.get_model_config(model).config)
         on_disk = read_config(model_repository / model / "config.pbtxt")
-        assert json_format.MessageToDict(served_config) == json_format.MessageToDict(on_disk)
+        parameters = served_config.pop("parameters")
+        assert served_config == json_format.MessageToDict(on_disk)
+        threads = default_intra_op_threads(sum(g.count for g in on_disk.instance_group))
+        assert parameters == {
+            "servescope.adaptive_delay": {"stringValue": "true"},
+            "servescope.intra_op_threads": {"stringValue": str(threads)},
+        }
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -1,4 +1,5 @@
-"""The data plane on its own: requests while models load, and the status code each error maps to."""
+"""The data plane on its own (protocol-neutral types in, domain errors out), and the status each error
+maps to."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from server.core import DataPlane
+from server.dataplane import DataPlane
 from server.errors import (
     INTERNAL_MESSAGE,
     DeadlineExpired,
@@ -14,10 +15,10 @@ from server.errors import (
     ModelNotFound,
     Overloaded,
     Unavailable,
-    status_for,
 )
+from server.messages import InferRequest
 from server.metrics import ServerMetrics
-from servescope.protocol import grpc_service_pb2 as pb
+from server.servicer import grpc_status
 
 
 async def test_requests_for_a_model_still_loading_are_unavailable() -> None:
@@ -25,11 +26,11 @@ async def test_requests_for_a_model_still_loading_are_unavailable() -> None:
     core = DataPlane(ServerMetrics(registry, gpu=False))
     core.loading.add("m")
     with pytest.raises(Unavailable, match="model 'm' is still loading"):
-        await core.infer(pb.ModelInferRequest(model_name="m"), None)
+        await core.infer(InferRequest(model_name="m"), None)
     with pytest.raises(ModelNotFound, match=r"model 'x' not found \(serving \[\]\)"):
-        await core.infer(pb.ModelInferRequest(model_name="x"), None)
+        await core.infer(InferRequest(model_name="x"), None)
     assert core.model_ready("m") is False
-    assert [(m.name, m.state) for m in core.repository_index(ready_only=False).models] == [("m", "LOADING")]
+    assert [(m.name, m.state) for m in core.repository_index(ready_only=False)] == [("m", "LOADING")]
     assert registry.get_sample_value("servescope_requests_total", {"model": "m", "code": "UNAVAILABLE"}) == 1
     assert (
         registry.get_sample_value("servescope_requests_total", {"model": "_unknown", "code": "NOT_FOUND"})
@@ -48,11 +49,11 @@ async def test_requests_for_a_model_still_loading_are_unavailable() -> None:
     ],
 )
 def test_domain_errors_keep_their_message(error: Exception, code: grpc.StatusCode) -> None:
-    assert status_for(error) == (code, str(error))
+    assert grpc_status(error) == (code, str(error))
 
 
 def test_anything_else_is_internal_with_a_fixed_message(caplog: pytest.LogCaptureFixture) -> None:
-    assert status_for(KeyError("secret detail")) == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    assert grpc_status(KeyError("secret detail")) == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
     assert "secret detail" in caplog.text
 
 
