@@ -30,6 +30,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY servescope ./servescope
 COPY server ./server
+COPY cli ./cli
 RUN pip install . \
     && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
 
@@ -44,7 +45,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY servescope ./servescope
 COPY server ./server
-COPY exporter ./exporter
+COPY cli ./cli
 COPY loadtest ./loadtest
 # The project itself with an extra: its dependency ranges live in pyproject.toml, not here.
 # hadolint ignore=DL3013

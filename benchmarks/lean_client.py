@@ -1,6 +1,6 @@
 """A lean async KServe v2 gRPC load client: closed loop, pre-built requests, little client overhead.
 
-Requests are built and serialized once before the run (token ids from exporter.corpus, sent as
+Requests are built and serialized once before the run (token ids from servescope.corpus, sent as
 raw_input_contents), and every call passes those bytes through an identity serializer, so the client
 spends its CPU on gRPC itself. Works against any KServe v2 server (servescope, Triton, MLServer).
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from exporter.corpus import SEQUENCE_LENGTH, pad_sequences, synthetic_reviews
+from servescope.corpus import SEQUENCE_LENGTH, pad_sequences, synthetic_reviews
 from servescope.protocol import grpc_service_pb2 as pb
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"

@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.lean_client import LoadResult, run_load  # noqa: E402
-from exporter.corpus import pad_sequences, synthetic_reviews  # noqa: E402
+from servescope.corpus import pad_sequences, synthetic_reviews  # noqa: E402
 
 IN_PROCESS_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 CONCURRENCIES = (1, 8, 32, 64)
@@ -83,7 +83,7 @@ class ServerProcess:
         self._folder = tempfile.TemporaryDirectory(prefix="serve-bench-")
         self.ready_file = Path(self._folder.name) / "ready.json"
         command = [
-            sys.executable, "-m", "servescope.cli", "--log-level", "WARNING", "serve",
+            sys.executable, "-m", "cli", "--log-level", "WARNING", "serve",
             "--model-repository", str(repository), "--model", model, "--host", "127.0.0.1",
             "--grpc-port", "0", "--metrics-port", "0", "--ready-file", str(self.ready_file), *extra,
         ]  # fmt: skip

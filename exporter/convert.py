@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from exporter.corpus import SEQUENCE_LENGTH
 from exporter.train import quiet_tensorflow
+from servescope.corpus import SEQUENCE_LENGTH
 
 INPUT_NAME = "tokens"
 OUTPUT_NAME = "probability"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.corpus import INDEX_FROM, OOV_ID, START_ID, VOCAB_SIZE, pad_sequences, synthetic_reviews
+from servescope.corpus import INDEX_FROM, OOV_ID, START_ID, VOCAB_SIZE, pad_sequences, synthetic_reviews
 from servescope.errors import UsageError
 
 IMDB_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"

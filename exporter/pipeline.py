@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from exporter.corpus import SEQUENCE_LENGTH, VOCAB_SIZE
 from exporter.datasets import Dataset, check_dataset_spec
 from exporter.variants import PRECISIONS
 from servescope import repository
+from servescope.corpus import SEQUENCE_LENGTH, VOCAB_SIZE
 from servescope.errors import CommandError, UsageError
 from servescope.protocol import model_config_pb2 as mc
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.corpus import SEQUENCE_LENGTH, VOCAB_SIZE
+from servescope.corpus import SEQUENCE_LENGTH, VOCAB_SIZE
 
 EMBEDDING_DIM = 64
 LSTM_UNITS = 128

@@ -30,6 +30,7 @@ from loadtest.campaign_config import (
 )
 from loadtest.locust_run import LocustSettings
 from loadtest.machine import machine_info, peak_probe
+from loadtest.payload import value_ranges
 from loadtest.records import (
     StepContext,
     build_record,
@@ -290,7 +291,6 @@ def _one_step(
     if setting is not None:
         label += f" [{setting.label()}]"
     progress(f"{label}: warming up {cfg.warmup_s:g} s")
-    max_token = (metadata.get("inputs") or {}).get("tokens", {}).get("max_value")
     raw_dir = output / ".raw" / f"step-{index:03d}"
     locust_settings = LocustSettings(
         target=target or "",
@@ -306,7 +306,7 @@ def _one_step(
         seed=cfg.seed + index,
         timeout_s=cfg.timeout_s,
         max_inflight=cfg.max_inflight,
-        max_token=max_token if isinstance(max_token, int) else None,
+        value_ranges=value_ranges(metadata),
     )
     try:
         outcome = run_step(

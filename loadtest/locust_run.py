@@ -34,7 +34,7 @@ class LocustSettings:
     seed: int = 0
     timeout_s: float = 30.0
     max_inflight: int = 1000
-    max_token: int | None = None
+    value_ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     ramp: list[dict[str, float]] = field(default_factory=list)
 
     def locust_users(self) -> int:
@@ -57,7 +57,7 @@ class LocustSettings:
             "seed": self.seed,
             "timeout_s": self.timeout_s,
             "max_inflight": self.max_inflight,
-            "max_token": self.max_token,
+            "value_ranges": self.value_ranges,
             "ramp": self.ramp,
         }
         return json.dumps(config)

@@ -6,7 +6,7 @@ passes one JSON object with `--servescope-config` (Locust forwards it from a mas
 
     target, model, batch_size, payload ("auto"|"tokens"|"random"), seed, samples_dir, timeout_s,
     mode ("closed"|"open"), rate_rps (total, open loop), users (open loop: users sharing the rate),
-    arrival ("constant"|"poisson"), max_inflight (open loop, per user), max_token (or null),
+    arrival ("constant"|"poisson"), max_inflight (open loop, per user), value_ranges ({input: [min, max]}),
     ramp (optional list of {"until_s", "users", "rate_rps"}: the step shape, see shape_steps.py)
 
 Every request fires exactly one Locust request event (perf_counter timing, milliseconds) and appends
@@ -137,7 +137,10 @@ class _Process:
                     count=PAYLOAD_POOL,
                     seed=int(self.config.get("seed", 0)) + os.getpid(),
                     kind=self.config.get("payload", "auto"),
-                    max_token=self.config.get("max_token"),
+                    ranges={
+                        name: tuple(bounds)
+                        for name, bounds in (self.config.get("value_ranges") or {}).items()
+                    },
                 )
                 self.status["setup_error"] = None
                 return None

@@ -1,16 +1,18 @@
 """Request payloads: realistic token sequences for token models, random values of the right type otherwise.
 
-A model whose only input is an integer tensor of shape [-1, L] (variable batch, fixed length) is taken
-to be a token model: its payloads are synthetic reviews from the exporter's corpus (the same generator
-and the same `pad_sequences` the model was trained with), with token ids clipped to the model's
-declared range when one is given. Any other model gets random values of each input's datatype and
-shape (standard normal floats, integers in [0, 10), random booleans), with the batch dimension set to
-the client batch size and any other variable dimension set to 1. Payloads are never all zeros.
+Input names, datatypes and shapes come from ModelMetadata. A model whose only input is an integer tensor
+of shape [-1, L] (variable batch, fixed length) is taken to be a token model: its payloads are synthetic
+reviews from servescope.corpus (the generator and the `pad_sequences` the exporter trains with). Any
+other model gets random values of each input's datatype and shape (standard normal floats, integers in
+[1, 10), random booleans), with the batch dimension set to the client batch size and any other variable
+dimension set to 1. Values are clipped to each input's declared range (metadata.json `inputs`, keyed by
+input name) when there is one. Payloads are never all zeros.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,30 +58,62 @@ def is_token_model(inputs: list[InputSpec]) -> bool:
     return spec.datatype in ("INT32", "INT64") and len(spec.shape) == 2 and spec.shape[1] > 0
 
 
+def value_ranges(metadata: dict[str, Any]) -> dict[str, tuple[float | None, float | None]]:
+    """Each input's declared (min_value, max_value) from a model's metadata.json `inputs`, by input name.
+
+    Entries that are not numbers are ignored: the payload then uses the datatype's own range.
+    """
+    ranges = {}
+    declared = metadata.get("inputs")
+    for name, spec in declared.items() if isinstance(declared, dict) else ():
+        if not isinstance(spec, dict):
+            continue
+        low, high = spec.get("min_value"), spec.get("max_value")
+        ranges[str(name)] = (
+            low if isinstance(low, int | float) and not isinstance(low, bool) else None,
+            high if isinstance(high, int | float) and not isinstance(high, bool) else None,
+        )
+    return ranges
+
+
 def token_batches(
-    count: int, batch_size: int, sequence_length: int, seed: int, max_token: int | None = None
+    count: int,
+    batch_size: int,
+    sequence_length: int,
+    seed: int,
+    value_range: tuple[float | None, float | None] = (None, None),
 ) -> list[np.ndarray]:
-    """`count` batches of padded synthetic reviews, int32 of shape [batch_size, sequence_length]."""
-    from exporter.corpus import pad_sequences, synthetic_reviews
+    """`count` batches of padded synthetic reviews, int32 of shape [batch_size, sequence_length],
+    with ids clipped to the input's declared range."""
+    from servescope.corpus import pad_sequences, synthetic_reviews
 
     sequences, _labels = synthetic_reviews(count * batch_size, seed)
     padded = pad_sequences(sequences, maxlen=sequence_length)
-    if max_token is not None:
-        padded = np.minimum(padded, max_token)
+    low, high = value_range
+    if low is not None or high is not None:
+        padded = np.clip(padded, low, high)
     padded = padded.astype(np.int32, copy=False)
     return [padded[i * batch_size : (i + 1) * batch_size] for i in range(count)]
 
 
-def random_tensor(spec: InputSpec, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+def random_tensor(
+    spec: InputSpec,
+    batch_size: int,
+    rng: np.random.Generator,
+    value_range: tuple[float | None, float | None] = (None, None),
+) -> np.ndarray:
+    """Random values of the input's datatype and shape, inside its declared range when there is one."""
     if spec.datatype not in DATATYPES:
         raise PayloadError(f"input {spec.name!r}: datatype {spec.datatype!r} is not supported for payloads")
     shape = [batch_size if i == 0 else (1 if d < 0 else d) for i, d in enumerate(spec.shape)] or [batch_size]
     dtype = np.dtype(DATATYPES[spec.datatype])
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":
         return rng.integers(0, 2, shape).astype(bool)
-    return rng.integers(1, 10, shape).astype(dtype)
+    values = rng.standard_normal(shape) if dtype.kind == "f" else rng.integers(1, 10, shape)
+    low, high = value_range
+    if low is not None or high is not None:
+        values = np.clip(values, low, high)
+    return values.astype(dtype)
 
 
 def build_requests(
@@ -90,14 +124,14 @@ def build_requests(
     count: int,
     seed: int,
     kind: str = "auto",
-    max_token: int | None = None,
+    ranges: dict[str, tuple[float | None, float | None]] | None = None,
 ) -> list[pb.ModelInferRequest]:
     """`count` distinct requests for `model` with `batch_size` samples each, raw_input_contents filled.
 
     Args:
         inputs: the model's inputs from ModelMetadata.
         kind: "tokens" (synthetic reviews), "random", or "auto" (tokens for a token model).
-        max_token: clip token ids to at most this value (the model's declared maximum), if known.
+        ranges: each input's declared (min, max) by name (value_ranges); token ids are clipped to it.
     """
     if kind not in PAYLOAD_KINDS:
         raise PayloadError(f"payload kind {kind!r} is not one of {list(PAYLOAD_KINDS)}")
@@ -112,7 +146,12 @@ def build_requests(
             f"found {[(s.name, s.datatype, list(s.shape)) for s in inputs]}"
         )
     rng = np.random.default_rng(seed)
-    token_data = token_batches(count, batch_size, inputs[0].shape[1], seed, max_token) if use_tokens else None
+    ranges = ranges or {}
+    token_data = (
+        token_batches(count, batch_size, inputs[0].shape[1], seed, ranges.get(inputs[0].name, (None, None)))
+        if use_tokens
+        else None
+    )
     requests = []
     for i in range(count):
         request = pb.ModelInferRequest(model_name=model, id="")
@@ -120,7 +159,7 @@ def build_requests(
             if token_data is not None:
                 array = token_data[i].astype(DATATYPES[spec.datatype], copy=False)
             else:
-                array = random_tensor(spec, batch_size, rng)
+                array = random_tensor(spec, batch_size, rng, ranges.get(spec.name, (None, None)))
             request.inputs.add(name=spec.name, datatype=spec.datatype, shape=list(array.shape))
             request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
         requests.append(request)

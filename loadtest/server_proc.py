@@ -50,7 +50,7 @@ def serve_args(repository: Path, models: list[str], setting: ServerSetting, read
     args = [
         procs.python(),
         "-m",
-        "servescope.cli",
+        "cli",
         "serve",
         "--model-repository",
         str(repository),

@@ -21,6 +21,7 @@ from loadtest.campaign import (
 from loadtest.campaign_config import LoadLevel
 from loadtest.locust_run import LocustSettings
 from loadtest.machine import machine_info, peak_probe
+from loadtest.payload import value_ranges
 from loadtest.records import (
     StepContext,
     build_record,
@@ -106,7 +107,6 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
         )
         for i, level in enumerate(levels)
     ]
-    max_token = (metadata.get("inputs") or {}).get("tokens", {}).get("max_value")
     raw_dir = output / ".raw"
     locust_settings = LocustSettings(
         target=request.target,
@@ -122,7 +122,7 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
         seed=request.seed,
         timeout_s=request.timeout_s,
         max_inflight=request.max_inflight,
-        max_token=max_token if isinstance(max_token, int) else None,
+        value_ranges=value_ranges(metadata),
     )
     timing = StepTiming(
         warmup_s=request.warmup_s,

@@ -33,7 +33,7 @@ def run_export(output: Path, *extra: str, timeout_s: float = 300) -> subprocess.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return subprocess.run(
-        [sys.executable, "-m", "servescope.cli", "export", *extra, "--output", str(output)],
+        [sys.executable, "-m", "cli", "export", *extra, "--output", str(output)],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

@@ -13,7 +13,7 @@ import pytest
 
 from analysis import analyze
 from analysis.load import load_campaign
-from servescope.cli import main
+from cli.main import main
 
 # What the fake Prometheus answers, by metric name: a number, or {label value: number} for `sum by`.
 SERIES = {

@@ -62,7 +62,7 @@ def server(model_repository: Path, tmp_path: Path):
     ready_file = tmp_path / "ready.json"
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "servescope.cli", "serve", "--model-repository", str(model_repository),
+        [sys.executable, "-m", "cli", "serve", "--model-repository", str(model_repository),
          "--model", "sentiment_fp32", "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
          "--device", "cpu", "--max-queue-delay-us", "1000", "--grace-period-s", "5",
          "--ready-file", str(ready_file)],
@@ -118,7 +118,7 @@ def test_prometheus_figures_agree_with_the_campaign_scrapes(server, prometheus, 
     )
     output = tmp_path / "campaign"
     done = subprocess.run(
-        [sys.executable, "-m", "servescope.cli", "campaign", str(spec), "--output", str(output),
+        [sys.executable, "-m", "cli", "campaign", str(spec), "--output", str(output),
          "--target", f"127.0.0.1:{server['grpc_port']}",
          "--metrics-url", f"http://127.0.0.1:{server['metrics_port']}/metrics"],
         cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True, timeout=120, check=False,

@@ -53,7 +53,7 @@ def run_campaign(name: str, folder: Path, repository: Path) -> Path:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     done = subprocess.run(
-        [sys.executable, "-m", "servescope.cli", "campaign", str(spec), "--output", str(output),
+        [sys.executable, "-m", "cli", "campaign", str(spec), "--output", str(output),
          "--model-repository", str(repository)],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

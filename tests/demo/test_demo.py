@@ -29,7 +29,7 @@ def _demo(tmp_path: Path, models: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "servescope.cli",
+        "cli",
         "demo",
         "--model-repository",
         str(models),

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli.main import main
 from exporter.datasets import keras_imdb_split, read_imdb_npz
-from servescope.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ERROR_PREFIX = "servescope export: error: "
@@ -24,7 +24,7 @@ ERROR_PREFIX = "servescope export: error: "
 def export(*args: str, timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
-        [sys.executable, "-m", "servescope.cli", "export", *args],
+        [sys.executable, "-m", "cli", "export", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -211,8 +211,8 @@ def test_npz_with_too_few_reviews_leaves_no_new_folder(
 
 
 def test_preferred_batch_sizes_replace_the_default_and_cap_at_max_batch() -> None:
+    from cli.main import build_parser
     from exporter.pipeline import ExportOptions, _model_config
-    from servescope.cli import build_parser
 
     argv = ["export", "--preferred-batch-size", "4", "--preferred-batch-size", "32", "--max-batch-size", "16"]
     args = build_parser(argv).parse_args(argv)
@@ -259,7 +259,7 @@ def test_reader_matches_keras_imdb_loader(tmp_path: Path) -> None:
     assert xt == keras_xt and xv == keras_xv
     assert yt.tolist() == keras_yt and yv.tolist() == keras_yv
     assert any(2 in x for x in xt)  # ranks past the vocabulary became the out-of-vocabulary id
-    from exporter.corpus import pad_sequences
+    from servescope.corpus import pad_sequences
 
     assert pad_sequences(xt + xv).tolist() == keras_padded
 

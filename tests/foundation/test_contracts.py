@@ -162,9 +162,7 @@ def test_campaign_info_round_trips(tmp_path: Path) -> None:
 
 
 def _servescope(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "servescope.cli", *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_cli_usage_errors_exit_2_with_one_line() -> None:

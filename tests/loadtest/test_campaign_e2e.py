@@ -138,7 +138,7 @@ def test_ctrl_c_keeps_finished_steps_and_leaves_no_process(model_repository: Pat
     )
     output = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "servescope.cli", "campaign", str(campaign_file), "--output", str(output),
+        [sys.executable, "-m", "cli", "campaign", str(campaign_file), "--output", str(output),
          "--model-repository", str(model_repository)],
         cwd=REPO_ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -177,7 +177,7 @@ def test_bad_campaign_file_is_rejected_before_any_load(tmp_path: Path, text: str
     campaign_file.write_text(text)
     output = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "servescope.cli", "campaign", str(campaign_file), "--output", str(output),
+        [sys.executable, "-m", "cli", "campaign", str(campaign_file), "--output", str(output),
          "--target", "127.0.0.1:1"],
         cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

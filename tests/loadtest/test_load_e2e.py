@@ -142,7 +142,7 @@ def test_ramp_gives_one_record_per_level(running_server: ManagedServer, tmp_path
 def test_unreachable_target_is_recorded_with_its_code_and_exit_1(tmp_path: Path) -> None:
     output = tmp_path / "dead"
     done = subprocess.run(
-        [sys.executable, "-m", "servescope.cli", "load", "--target", f"127.0.0.1:{free_port()}",
+        [sys.executable, "-m", "cli", "load", "--target", f"127.0.0.1:{free_port()}",
          "--model", "m", "--users", "2", "--duration-s", "1.5", "--warmup-s", "0.5", "--output", str(output)],
         cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

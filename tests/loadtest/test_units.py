@@ -17,7 +17,7 @@ TOKENS = [InputSpec("tokens", "INT32", (-1, 100))]
 
 
 def test_token_payloads_are_padded_reviews_never_zeros() -> None:
-    requests = build_requests("m", TOKENS, batch_size=4, count=8, seed=1, max_token=5000)
+    requests = build_requests("m", TOKENS, batch_size=4, count=8, seed=1, ranges={"tokens": (0, 5000)})
     assert len(requests) == 8
     arrays = []
     for request in requests:
@@ -32,7 +32,7 @@ def test_token_payloads_are_padded_reviews_never_zeros() -> None:
     # Keras-style "pre" padding: a review shorter than 100 tokens starts with zeros and ends with words.
     assert (stacked[:, -1] > 0).all()
     assert len({row.tobytes() for row in stacked}) == 32  # distinct reviews
-    again = build_requests("m", TOKENS, batch_size=4, count=8, seed=1, max_token=5000)
+    again = build_requests("m", TOKENS, batch_size=4, count=8, seed=1, ranges={"tokens": (0, 5000)})
     assert again[0].raw_input_contents[0] == requests[0].raw_input_contents[0]
 
 

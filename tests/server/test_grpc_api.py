@@ -18,8 +18,8 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from exporter.corpus import pad_sequences, synthetic_reviews
 from server.model import default_intra_op_threads
+from servescope.corpus import pad_sequences, synthetic_reviews
 from servescope.protocol import grpc_service_pb2 as pb
 from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
 from servescope.repository import read_config

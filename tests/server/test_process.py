@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
-from servescope.cli import main
+from cli.main import main
 from servescope.protocol import grpc_service_pb2 as pb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ def start_serve(repository: Path, ready_file: Path, *extra: str) -> subprocess.P
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     command = [
-        sys.executable, "-m", "servescope.cli", "serve", "--model-repository", str(repository),
+        sys.executable, "-m", "cli", "serve", "--model-repository", str(repository),
         "--model", MODEL, "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
         "--ready-file", str(ready_file), *extra,
     ]  # fmt: skip

@@ -186,6 +186,6 @@ def _analyze(campaign_dir: Path, output: Path) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover - `servescope demo` is the entry point
-    from servescope.cli import main
+    from cli.main import main
 
     sys.exit(main(["demo", *sys.argv[1:]]))

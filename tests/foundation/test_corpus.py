@@ -1,11 +1,11 @@
-"""exporter.corpus: Keras' padding rule and the seeded, learnable synthetic corpus (no TensorFlow)."""
+"""servescope.corpus: Keras' padding rule and the seeded, learnable synthetic corpus (no TensorFlow)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from exporter.corpus import (
+from servescope.corpus import (
     OOV_ID,
     SEQUENCE_LENGTH,
     START_ID,
