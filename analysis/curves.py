@@ -83,14 +83,29 @@ def offered_load(step: StepRecord) -> float:
 
 
 def series_label(step: StepRecord) -> str:
+    """The series a step belongs to, as text: model, every server setting, client batch and load mode.
+
+    Every field of ServerSettings that is known shows (tests/analysis/test_series.py changes each one and
+    checks that the label changes), so two steps differing in any setting never share a series.
+    """
     settings = step.server_settings
     if settings.batching is False or (settings.max_batch_size is not None and settings.max_batch_size <= 1):
         batching = "batching off"
     elif settings.batching is None and settings.max_batch_size is None:
-        batching = "batching unknown"  # a server the campaign did not configure (a peer)
+        batching = "batching unknown"  # a server that did not say (no ModelConfig)
     else:
         batching = f"batching max {settings.max_batch_size}, delay {settings.max_queue_delay_us} us"
     parts = [step.model, batching]
+    if settings.preferred_batch_sizes:
+        parts.append(f"preferred {'/'.join(map(str, settings.preferred_batch_sizes))}")
+    if settings.max_queue_size:
+        parts.append(f"queue {settings.max_queue_size}")
+    if settings.adaptive_delay is False:
+        parts.append("fixed delay")
+    elif settings.adaptive_delay and settings.server != "servescope":
+        parts.append("adaptive delay")
+    if settings.intra_op_threads is not None:
+        parts.append(f"{settings.intra_op_threads} thread{'s' if settings.intra_op_threads != 1 else ''}")
     if settings.instances:
         parts.append(f"{settings.instances} instance{'s' if settings.instances != 1 else ''}")
     if settings.device:

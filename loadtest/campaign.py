@@ -24,7 +24,6 @@ from loadtest import scrape
 from loadtest.campaign_config import (
     CampaignConfig,
     LoadLevel,
-    ServerSetting,
     load_campaign_config,
     parse_campaign_config,
 )
@@ -34,19 +33,19 @@ from loadtest.payload import value_ranges
 from loadtest.records import (
     StepContext,
     build_record,
-    device_from_metrics,
     failed_record,
     now_iso,
     save_samples,
-    server_settings_for,
     step_summary,
     target_failed,
 )
 from loadtest.runner import StepFailed, StepTiming, run_step
+from loadtest.server_info import reported_settings
 from loadtest.server_proc import ManagedServer, ServerStartError, start_server
 from servescope import results
 from servescope.repository import ModelEntry, RepositoryError, list_models
-from servescope.results import CampaignInfo, StepRecord
+from servescope.results import CampaignInfo, ServerSettings, StepRecord
+from servescope.settings import ServeFlags
 
 
 class CampaignError(RuntimeError):
@@ -134,7 +133,7 @@ def run_campaign(
             entries = models_from_repository(Path(model_repository), cfg.models)
     prepare_output(output)
 
-    servers: list[ServerSetting | None] = list(cfg.servers) if embedded else [None]
+    servers: list[ServeFlags | None] = list(cfg.servers) if embedded else [None]
     total = cfg.step_count(len(servers))
     progress(f"campaign {cfg.name!r}: {total} steps, probing this machine first")
     info = CampaignInfo(
@@ -172,7 +171,7 @@ def _run_steps(
     cfg: CampaignConfig,
     output: Path,
     entries: dict[str, ModelEntry],
-    servers: list[ServerSetting | None],
+    servers: list[ServeFlags | None],
     target: str | None,
     metrics_url: str | None,
     progress: Callable[[str], None],
@@ -207,9 +206,9 @@ def _run_steps(
                                 progress(start_error)
                                 managed = None
                         if start_error is not None:
+                            unknown = ServerSettings(server="servescope")
                             record = failed_record(
-                                _context(cfg, entries, setting, model, batch_size, level, index, None, None),
-                                start_error,
+                                _context(cfg, entries, model, batch_size, level, index, unknown), start_error
                             )
                         else:
                             record = _one_step(
@@ -236,7 +235,7 @@ def _start(
     output: Path,
     entries: dict[str, ModelEntry],
     cfg: CampaignConfig,
-    setting: ServerSetting,
+    setting: ServeFlags,
     number: int,
     progress: Callable[[str], None],
 ) -> ManagedServer:
@@ -248,19 +247,15 @@ def _start(
 def _context(
     cfg: CampaignConfig,
     entries: dict[str, ModelEntry],
-    setting: ServerSetting | None,
     model: str,
     batch_size: int,
     level: LoadLevel,
     index: int,
-    snapshot: scrape.Snapshot | None,
-    managed: ManagedServer | None,
+    settings: ServerSettings,
+    snapshot: scrape.Snapshot | None = None,
 ) -> StepContext:
     entry = entries.get(model)
     metadata = entry.metadata if entry is not None else {}
-    embedded = managed is not None or setting is not None
-    source = (scrape.source_of(snapshot) if snapshot else None) or ("servescope" if embedded else "unknown")
-    settings = server_settings_for(setting, entry, device_from_metrics(snapshot, model), source)
     precision = metadata.get("precision") or scrape.model_label(snapshot, model, "precision")
     return StepContext(
         index, model, precision, batch_size, level, cfg.arrival, cfg.workers, settings, cfg.warmup_s
@@ -271,7 +266,7 @@ def _one_step(
     cfg: CampaignConfig,
     output: Path,
     entries: dict[str, ModelEntry],
-    setting: ServerSetting | None,
+    setting: ServeFlags | None,
     model: str,
     batch_size: int,
     level: LoadLevel,
@@ -286,7 +281,9 @@ def _one_step(
     entry = entries.get(model)
     metadata = entry.metadata if entry is not None else {}
     snapshot = scrape.try_scrape(metrics_url)
-    ctx = _context(cfg, entries, setting, model, batch_size, level, index, snapshot, managed)
+    # The server's own account of what it runs, not the campaign's request (servescope.settings).
+    settings, settings_note = reported_settings(target or "", model, snapshot)
+    ctx = _context(cfg, entries, model, batch_size, level, index, settings, snapshot)
     label = f"step {index + 1}/{total} {model} batch {batch_size} {level.label()}"
     if setting is not None:
         label += f" [{setting.label()}]"
@@ -325,4 +322,6 @@ def _one_step(
         shutil.rmtree(raw_dir, ignore_errors=True)
     if managed is not None and not managed.alive():
         outcome.notes.append(f"server exited during the step (code {managed.proc.returncode})")
+    if settings_note:
+        outcome.notes.append(settings_note)
     return build_record(ctx, outcome, save_samples(outcome, output, index))

@@ -14,46 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.payload import PAYLOAD_KINDS
+from servescope.settings import DEVICES, ServeFlags
 
 PERCENTILES = ("p50", "p90", "p95", "p99", "p999")
 ON_ERROR = ("continue", "stop")
 ARRIVALS = ("constant", "poisson")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class CampaignConfigError(ValueError):
     """A campaign file is invalid; the message names the file, the key and the value."""
-
-
-@dataclass(frozen=True)
-class ServerSetting:
-    """One server configuration to start (`servescope serve` flags); None leaves the server's default."""
-
-    batching: bool = True
-    adaptive_delay: bool = True
-    max_batch_size: int | None = None
-    max_queue_delay_us: int | None = None
-    max_queue_size: int | None = None
-    instances: int | None = None
-    intra_op_threads: int | None = None
-    device: str | None = None
-
-    def label(self) -> str:
-        if not self.batching:
-            parts = ["batching off"]
-        else:
-            parts = ["batching on"]
-            if self.max_batch_size is not None:
-                parts.append(f"max batch {self.max_batch_size}")
-            if self.max_queue_delay_us is not None:
-                parts.append(f"delay {self.max_queue_delay_us} us")
-            if not self.adaptive_delay:
-                parts.append("fixed delay")
-        if self.instances is not None:
-            parts.append(f"{self.instances} instance(s)")
-        if self.device is not None:
-            parts.append(self.device)
-        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -76,7 +45,7 @@ class CampaignConfig:
     arrival: str
     max_inflight: int
     workers: int
-    servers: list[ServerSetting]
+    servers: list[ServeFlags]
     warmup_s: float
     duration_s: float  # the shortest measurement: `stable_windows` windows of duration_s / stable_windows
     max_duration_s: float
@@ -134,7 +103,7 @@ _SCHEMA: dict[str, Any] = {
     "timeout_s": 30.0,
     "seed": 0,
 }
-_SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSetting)}
+_SERVER_KEYS = ServeFlags.keys()
 
 
 class _Checker:
@@ -274,7 +243,7 @@ def parse_campaign_config(
     return config
 
 
-def _server_setting(c: _Checker, key: str, value: Any) -> ServerSetting:
+def _server_setting(c: _Checker, key: str, value: Any) -> ServeFlags:
     c.mapping(key, value, _SERVER_KEYS)
     kwargs: dict[str, Any] = {}
     for name, v in value.items():
@@ -287,7 +256,7 @@ def _server_setting(c: _Checker, key: str, value: Any) -> ServerSetting:
             kwargs[name] = c.integer(where, v, 0)
         else:
             kwargs[name] = c.integer(where, v, 1)
-    return ServerSetting(**kwargs)
+    return ServeFlags(**kwargs)
 
 
 def load_campaign_config(path: Path | str, overrides: dict[str, Any] | None = None) -> CampaignConfig:

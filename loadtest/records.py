@@ -11,11 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest import scrape
-from loadtest.campaign_config import LoadLevel, ServerSetting
+from loadtest.campaign_config import LoadLevel
 from loadtest.runner import StepOutcome
 from servescope import results
-from servescope.repository import ModelEntry
 from servescope.results import CpuUsage, LoadSpec, ServerSettings, StepRecord
 
 # Error codes that are measurements of an overloaded server, not a broken target (on_error ignores them).
@@ -129,44 +127,3 @@ def target_failed(record: StepRecord) -> bool:
     if record.duration_s == 0.0:
         return True
     return any(code not in OVERLOAD_CODES for code in record.errors_by_code)
-
-
-def server_settings_for(
-    setting: ServerSetting | None, entry: ModelEntry | None, device: str | None, server: str
-) -> ServerSettings:
-    """The effective settings: the campaign's value where given, else the model's config.pbtxt."""
-    if setting is None:
-        return ServerSettings(server=server, device=device)
-    config = entry.config if entry is not None else None
-    batching_cfg = config.dynamic_batching if config is not None else None
-    instances = None
-    if config is not None and len(config.instance_group):
-        instances = int(config.instance_group[0].count) or None
-
-    def pick(value: int | None, fallback: int | None) -> int | None:
-        return value if value is not None else fallback
-
-    return ServerSettings(
-        batching=setting.batching,
-        max_batch_size=pick(setting.max_batch_size, int(config.max_batch_size) if config else None),
-        max_queue_delay_us=pick(
-            setting.max_queue_delay_us,
-            int(batching_cfg.max_queue_delay_microseconds) if batching_cfg is not None else None,
-        ),
-        preferred_batch_sizes=list(batching_cfg.preferred_batch_size) if batching_cfg is not None else [],
-        max_queue_size=pick(
-            setting.max_queue_size,
-            int(batching_cfg.default_queue_policy.max_queue_size) if batching_cfg is not None else None,
-        ),
-        instances=pick(setting.instances, instances),
-        device=device or setting.device,
-        adaptive_delay=setting.adaptive_delay if setting.batching else None,
-        server=server,
-    )
-
-
-def device_from_metrics(snapshot: scrape.Snapshot | None, model: str) -> str | None:
-    provider = scrape.model_label(snapshot, model, "provider")
-    if provider is None:
-        return None
-    return "cuda" if ("cuda" in provider.lower() or "tensorrt" in provider.lower()) else "cpu"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest import procs
-from loadtest.campaign_config import ServerSetting
+from servescope.settings import ServeFlags, serve_argv
 
 READY_TIMEOUT_S = 180.0
 
@@ -46,43 +46,6 @@ class ManagedServer:
         return procs.stop_group(self.proc, signal.SIGTERM, grace_s)
 
 
-def serve_args(repository: Path, models: list[str], setting: ServerSetting, ready_file: Path) -> list[str]:
-    args = [
-        procs.python(),
-        "-m",
-        "cli",
-        "serve",
-        "--model-repository",
-        str(repository),
-        "--host",
-        "127.0.0.1",
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--ready-file",
-        str(ready_file),
-    ]
-    for model in models:
-        args += ["--model", model]
-    if not setting.batching:
-        args.append("--no-batching")
-    if not setting.adaptive_delay:
-        args.append("--no-adaptive-delay")
-    flags = {
-        "--max-batch-size": setting.max_batch_size,
-        "--max-queue-delay-us": setting.max_queue_delay_us,
-        "--max-queue-size": setting.max_queue_size,
-        "--instances": setting.instances,
-        "--intra-op-threads": setting.intra_op_threads,
-        "--device": setting.device,
-    }
-    for flag, value in flags.items():
-        if value is not None:
-            args += [flag, str(value)]
-    return args
-
-
 def _tail(path: Path, lines: int = 8) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
@@ -91,14 +54,17 @@ def _tail(path: Path, lines: int = 8) -> str:
 
 
 def start_server(
-    repository: Path, models: list[str], setting: ServerSetting, work_dir: Path, name: str
+    repository: Path, models: list[str], setting: ServeFlags, work_dir: Path, name: str
 ) -> ManagedServer:
     """Start the server and wait until its ready file appears (every model loaded and warmed up)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     ready_file = work_dir / f"{name}.ready.json"
     ready_file.unlink(missing_ok=True)
     log_path = work_dir / f"{name}.log"
-    proc = procs.spawn(serve_args(repository, models, setting, ready_file), log_path)
+    args = serve_argv(
+        [procs.python(), "-m", "cli"], str(repository), models, setting, ready_file=str(ready_file)
+    )
+    proc = procs.spawn(args, log_path)
     try:
         return _wait_ready(proc, ready_file, log_path)
     except BaseException:  # not ready, or Ctrl-C while waiting: never leave the server behind

@@ -25,13 +25,12 @@ from loadtest.payload import value_ranges
 from loadtest.records import (
     StepContext,
     build_record,
-    device_from_metrics,
     now_iso,
     save_samples,
-    server_settings_for,
     step_summary,
 )
 from loadtest.runner import StepFailed, StepTiming, run_ramp, run_step
+from loadtest.server_info import reported_settings
 from servescope import results
 from servescope.results import CampaignInfo, StepRecord
 
@@ -90,8 +89,7 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
     levels = ramp_levels(request)
     final = levels[-1]
     snapshot = scrape.try_scrape(request.metrics_url)
-    source = (scrape.source_of(snapshot) if snapshot else None) or "unknown"
-    settings = server_settings_for(None, None, device_from_metrics(snapshot, request.model), source)
+    settings, settings_note = reported_settings(request.target, request.model, snapshot)
     precision = metadata.get("precision") or scrape.model_label(snapshot, request.model, "precision")
     contexts = [
         StepContext(
@@ -167,6 +165,8 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
                     labels=labels,
                 )
             for ctx, label, outcome in zip(contexts, labels, outcomes, strict=False):
+                if settings_note:
+                    outcome.notes.append(settings_note)
                 record = build_record(ctx, outcome, save_samples(outcome, output, ctx.index))
                 results.append_step(record, output)
                 records.append(record)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,14 @@ CAMPAIGNS = {
     "delay": (
         "load: {concurrency: [1]}",
         "server: [{batching: true, adaptive_delay: false, max_batch_size: 64, max_queue_delay_us: 20000}]",
+        "latency_ms: 50",
+    ),
+    # Two servers that differ only in the adaptive delay, 8 ms window, one user: the fixed window is
+    # waited out by every request, the adaptive one closes early. Two series, each judged on its own.
+    "adaptive": (
+        "load: {concurrency: [1]}",
+        "server: [{batching: true, max_queue_delay_us: 8000},"
+        " {batching: true, max_queue_delay_us: 8000, adaptive_delay: false}]",
         "latency_ms: 50",
     ),
     # One user, a 100 us window, an objective of 200 ms: light load with room to spare.
@@ -97,3 +106,21 @@ def test_light_load_is_healthy(tmp_path, model_repository):
     assert verdict["kind"] == "healthy", verdict
     assert verdict["evidence"]["p99_s"] <= 0.8 * 0.2
     assert verdict["evidence"]["error_ratio"] == 0.0
+
+
+@pytest.mark.slow
+def test_servers_differing_only_in_adaptive_delay_are_two_series(tmp_path, model_repository):
+    campaign = run_campaign("adaptive", tmp_path, model_repository)
+    summary = analyze_campaign(campaign, tmp_path / "adaptive-analysis")
+    steps = {row.step_index: row.series for row in summary.steps}
+    assert len(set(steps.values())) == 2, steps
+    fixed = next(v for v in summary.verdicts if "fixed delay" in v.series)
+    adaptive = next(v for v in summary.verdicts if "fixed delay" not in v.series)
+    for verdict in (fixed, adaptive):
+        # The verdict quotes, and recommends from, steps of its own series only.
+        quoted = {verdict.evidence["peak_step"], *verdict.based_on_steps}
+        for text in verdict.recommendations + verdict.reasons:
+            quoted.update(int(n) for n in re.findall(r"\bstep (\d+)", text))
+        assert {steps[i] for i in quoted} == {verdict.series}, (verdict.series, quoted)
+    assert fixed.kind == "batching-delay-bound", fixed
+    assert fixed.evidence["batching_delay_share"] > adaptive.evidence["batching_delay_share"]

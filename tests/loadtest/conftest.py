@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.campaign_config import ServerSetting
 from loadtest.server_proc import ManagedServer, start_server
+from servescope.settings import ServeFlags
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def running_server(
     server = start_server(
         model_repository,
         ["sentiment_fp32", "sentiment_int8"],
-        ServerSetting(batching=True, max_queue_delay_us=1000),
+        ServeFlags(batching=True, max_queue_delay_us=1000),
         tmp_path_factory.mktemp("server"),
         "server",
     )

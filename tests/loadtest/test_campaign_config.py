@@ -101,9 +101,8 @@ def test_demo_campaign_is_a_few_minutes() -> None:
     assert low >= 120 and high <= 330, (low, high)
 
 
-def test_server_settings_become_serve_flags_and_step_settings() -> None:
-    from loadtest.records import server_settings_for
-    from loadtest.server_proc import serve_args
+def test_server_settings_become_serve_flags() -> None:
+    from servescope.settings import serve_argv
 
     config = parse_campaign_config(
         {
@@ -111,20 +110,20 @@ def test_server_settings_become_serve_flags_and_step_settings() -> None:
             "load": {"concurrency": [1]},
             "server": [
                 {"batching": True, "adaptive_delay": False, "max_queue_delay_us": 20000, "instances": 2},
-                {"batching": False},
+                {"batching": False, "intra_op_threads": 2},
             ],
         }
     )
     fixed, off = config.servers
-    args = serve_args(Path("models"), ["m"], fixed, Path("ready.json"))
+    args = serve_argv(["servescope"], "models", ["m"], fixed, ready_file="ready.json")
+    assert args[:3] == ["servescope", "serve", "--model-repository"]
     assert "--no-adaptive-delay" in args and "--no-batching" not in args
     assert args[args.index("--max-queue-delay-us") + 1] == "20000"
     assert args[args.index("--instances") + 1] == "2"
+    assert args[args.index("--ready-file") + 1] == "ready.json"
     assert fixed.label() == "batching on, delay 20000 us, fixed delay, 2 instance(s)"
-    assert "--no-batching" in serve_args(Path("models"), ["m"], off, Path("ready.json"))
-    settings = server_settings_for(fixed, None, "cpu", "servescope")
-    assert (settings.adaptive_delay, settings.max_queue_delay_us, settings.instances) == (False, 20000, 2)
-    assert server_settings_for(off, None, "cpu", "servescope").adaptive_delay is None
+    args = serve_argv(["servescope"], "models", ["m"], off)
+    assert "--no-batching" in args and args[args.index("--intra-op-threads") + 1] == "2"
     with pytest.raises(CampaignConfigError, match=r"server\[0\]\.adaptive_delay"):
         parse_campaign_config(
             {"models": ["m"], "load": {"concurrency": [1]}, "server": [{"adaptive_delay": "no"}]}

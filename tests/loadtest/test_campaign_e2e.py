@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,11 +16,12 @@ import psutil
 import pytest
 
 from loadtest.campaign import CampaignError, run_campaign
-from loadtest.campaign_config import ServerSetting, parse_campaign_config
+from loadtest.campaign_config import parse_campaign_config
 from loadtest.procs import REPO_ROOT, child_env
 from loadtest.samples import SampleReader
 from loadtest.server_proc import start_server
 from servescope import results
+from servescope.settings import ServeFlags
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +90,7 @@ def test_server_killed_mid_step_is_recorded_and_campaign_continues(
 
 def test_external_target_dying_stops_the_campaign_cleanly(model_repository: Path, tmp_path: Path) -> None:
     server = start_server(
-        model_repository, ["sentiment_fp32"], ServerSetting(batching=True), tmp_path / "srv", "external"
+        model_repository, ["sentiment_fp32"], ServeFlags(batching=True), tmp_path / "srv", "external"
     )
     output = tmp_path / "campaign"
     config = parse_campaign_config(
@@ -206,3 +208,42 @@ def test_unknown_model_or_used_output_fail_before_anything_starts(
             output,
             model_repository=model_repository,
         )
+
+
+def test_step_records_carry_the_settings_the_server_reports(model_repository: Path, tmp_path: Path) -> None:
+    """Not the campaign's request: preferred sizes as the server filters them, instances as it runs them,
+    batching off where the model's config has no dynamic_batching, threads and adaptive delay."""
+    from server.model import default_intra_op_threads
+    from servescope.repository import read_config, write_config
+
+    repository = tmp_path / "models"
+    shutil.copytree(model_repository / "sentiment_int8", repository / "sentiment_int8")
+    shutil.copytree(model_repository / "sentiment_fp32", repository / "plain")
+    config = read_config(repository / "plain" / "config.pbtxt")
+    config.name = "plain"
+    config.ClearField("dynamic_batching")
+    write_config(config, repository / "plain" / "config.pbtxt")
+    (repository / "plain" / "metadata.json").unlink()
+    output = tmp_path / "campaign"
+    run_campaign(
+        parse_campaign_config(
+            {
+                "models": ["sentiment_int8", "plain"],
+                "load": {"concurrency": [1]},
+                "server": [{"batching": True, "max_batch_size": 16, "instances": 2}],
+                "step": QUICK_STEPS,
+            }
+        ),
+        output,
+        model_repository=repository,
+        progress=lambda line: None,
+    )
+    steps, _ = results.read_steps(output)
+    by_model = {step.model: step.server_settings for step in steps}
+    int8 = by_model["sentiment_int8"]
+    assert int8.batching is True and int8.max_batch_size == 16
+    assert int8.preferred_batch_sizes == [8, 16]  # config.pbtxt says [8, 16, 32, 64]; 32, 64 > 16
+    assert int8.instances == 2 and int8.device == "cpu" and int8.server == "servescope"
+    assert int8.adaptive_delay is True and int8.intra_op_threads == default_intra_op_threads(2)
+    plain = by_model["plain"]
+    assert plain.batching is False and plain.max_queue_delay_us is None and plain.adaptive_delay is None
