@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.lean_client import LoadResult, run_load  # noqa: E402
+from loadtest import scrape  # noqa: E402
 from servescope.corpus import pad_sequences, synthetic_reviews  # noqa: E402
+from servescope.settings import ServeFlags, serve_argv  # noqa: E402
 
 IN_PROCESS_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 CONCURRENCIES = (1, 8, 32, 64)
@@ -82,11 +83,9 @@ class ServerProcess:
     def __init__(self, repository: Path, model: str, extra: list[str]) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="serve-bench-")
         self.ready_file = Path(self._folder.name) / "ready.json"
-        command = [
-            sys.executable, "-m", "cli", "--log-level", "WARNING", "serve",
-            "--model-repository", str(repository), "--model", model, "--host", "127.0.0.1",
-            "--grpc-port", "0", "--metrics-port", "0", "--ready-file", str(self.ready_file), *extra,
-        ]  # fmt: skip
+        cli = [sys.executable, "-m", "cli", "--log-level", "WARNING"]
+        command = serve_argv(cli, str(repository), [model], ServeFlags(), ready_file=str(self.ready_file))
+        command += extra
         env = dict(
             os.environ,
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
@@ -104,20 +103,9 @@ class ServerProcess:
         self.grpc_port = ports["grpc_port"]
         self.metrics_port = ports["metrics_port"]
 
-    def counters(self, model: str) -> dict[str, float]:
-        """Server-side totals from /metrics: batch sizes, batches and the process's CPU seconds."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
-        wanted = {"servescope_batch_size_sum", "servescope_batch_size_count", "process_cpu_seconds_total"}
-        found = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name in wanted and sample.labels.get("model", model) == model:
-                    found[sample.name] = sample.value
-        return found
+    def snapshot(self) -> scrape.Snapshot:
+        """The server's /metrics now."""
+        return scrape.scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -189,18 +177,18 @@ def measure_served(
     rows = []
     try:
         for concurrency in CONCURRENCIES:
-            before = server.counters(model)
+            before = server.snapshot()
             result: LoadResult = asyncio.run(
                 run_load(
                     f"127.0.0.1:{server.grpc_port}", model, concurrency=concurrency, duration_s=duration_s,
                     warmup_s=warmup_s,
                 )
             )  # fmt: skip
-            after = server.counters(model)
+            after = server.snapshot()
             # Server-side deltas cover warm-up too: they describe the step, not the measured window exactly.
-            samples = after["servescope_batch_size_sum"] - before["servescope_batch_size_sum"]
-            batches = after["servescope_batch_size_count"] - before["servescope_batch_size_count"]
-            cpu_s = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
+            deltas = scrape.server_deltas(before, after, model)
+            samples, batches = (deltas.inferences, deltas.batches) if deltas else (0.0, 0.0)
+            cpu_s = (scrape.process_cpu_seconds(after) or 0.0) - (scrape.process_cpu_seconds(before) or 0.0)
             rows.append(
                 {
                     "concurrency": concurrency,

@@ -14,11 +14,9 @@ import json
 import logging
 import math
 import os
-import re
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,25 +80,22 @@ class PointSpec:
     warmup_s: float
 
 
-def _scrape(url: str) -> dict[str, float]:
-    """Unlabelled-by-model sums of the counters used for the mean batch size ({} when unreachable)."""
-    try:
-        text = urllib.request.urlopen(url, timeout=2).read().decode()
-    except OSError:
+def _scrape(url: str, model: str) -> dict[str, float]:
+    """The model's executed samples and batches so far ({} when unreachable or not exported, e.g. MLServer).
+
+    Read through the load tester's scrape, so servescope's and Triton's metrics mean the same thing here
+    as in a campaign (servescope.metrics).
+    """
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from loadtest import scrape
+
+    snapshot = scrape.try_scrape(url)
+    if snapshot is None or scrape.source_of(snapshot) is None:
         return {}
-    wanted = {
-        "servescope_batch_size_sum": "samples",
-        "servescope_batch_size_count": "batches",
-        "nv_inference_count": "samples",
-        "nv_inference_exec_count": "batches",
-    }
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        match = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
-        if match and match.group(1) in wanted:
-            key = wanted[match.group(1)]
-            totals[key] = totals.get(key, 0.0) + float(match.group(3))
-    return totals
+    empty = scrape.Snapshot(snapshot.taken_s, [])
+    deltas = scrape.server_deltas(empty, snapshot, model)
+    return {"samples": deltas.inferences, "batches": deltas.batches} if deltas else {}
 
 
 def measure_point(
@@ -110,7 +105,7 @@ def measure_point(
     import resource
 
     client = load_client()
-    before_metrics = _scrape(server.metrics_url)
+    before_metrics = _scrape(server.metrics_url, model)
     server_cpu0 = servers.process_tree_cpu_s(server.process.pid)
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.perf_counter()
@@ -128,7 +123,7 @@ def measure_point(
     wall_s = time.perf_counter() - wall0
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     server_cpu1 = servers.process_tree_cpu_s(server.process.pid)
-    after_metrics = _scrape(server.metrics_url)
+    after_metrics = _scrape(server.metrics_url, model)
     batches = after_metrics.get("batches", 0.0) - before_metrics.get("batches", 0.0)
     samples = after_metrics.get("samples", 0.0) - before_metrics.get("samples", 0.0)
     client_cpu_s = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)

@@ -92,32 +92,24 @@ def _command(
         # The repository root on the path, so `server` imports even from an editable install made
         # before the package existed.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-        cmd = [
-            str(Path(sys.executable).parent / "servescope"),
-            "serve",
-            "--model-repository",
+        from servescope.settings import ServeFlags, serve_argv
+
+        flags = ServeFlags(
+            max_batch_size=settings["max_batch_size"],
+            max_queue_delay_us=settings["max_queue_delay_us"],
+            instances=settings["instances"],
+            intra_op_threads=settings.get("intra_op_threads") or None,
+            device="cpu",
+        )
+        cmd = serve_argv(
+            [str(Path(sys.executable).parent / "servescope")],
             str(model_repository),
-            "--model",
-            model,
-            "--host",
-            "127.0.0.1",
-            "--grpc-port",
-            str(grpc_port),
-            "--metrics-port",
-            str(metrics_port),
-            "--device",
-            "cpu",
-            "--max-batch-size",
-            str(settings["max_batch_size"]),
-            "--max-queue-delay-us",
-            str(settings["max_queue_delay_us"]),
-            "--instances",
-            str(settings["instances"]),
-            "--ready-file",
-            str(ready),
-        ]
-        if settings.get("intra_op_threads"):
-            cmd += ["--intra-op-threads", str(settings["intra_op_threads"])]
+            [model],
+            flags,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            ready_file=str(ready),
+        )
         return cmd, env, ready
     model_file = model_repository / model / "1" / "model.onnx"
     if name == "triton":
