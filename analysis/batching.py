@@ -9,29 +9,29 @@ Beyond that batch size, larger batches add latency (compute time keeps growing l
 10% more throughput: batching stops paying.
 
 The batch window (max_queue_delay) adds latency at low load when requests wait for company that does not
-come: the batching-delay part of the decomposition is at least DELAY_SHARE_MIN of the mean latency while
+come: the batching-delay part of the decomposition is at least BATCH_WINDOW_SHARE of the mean latency while
 batches average at most LONELY_BATCH_MAX samples (per request in the batch).
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.curves import offered_load, series_label
-from analysis.decompose import Decomposition, batching_enabled
-from analysis.load import describe_load
+from analysis.curves import series_label
+from analysis.decompose import Decomposition
+from analysis.steps import batch_size_mean, batching_enabled, describe_load, offered_load
+from analysis.thresholds import (
+    BATCH_WINDOW_SHARE,
+    DELAY_WORTH_CHANGING,
+    LONELY_BATCH_MAX,
+    MIN_FIT_SPREAD,
+    STOP_PAYING_FRACTION,
+    WINDOW_OBJECTIVE_SHARE,
+)
 from servescope.results import StepRecord
-
-STOP_PAYING_FRACTION = 0.9
-DELAY_SHARE_MIN = 0.3
-LONELY_BATCH_MAX = 1.5
-WINDOW_OBJECTIVE_SHARE = 0.1  # a suggested batch window never takes more than 10% of the objective
-DELAY_WORTH_CHANGING = 0.5  # suggest a shorter window only when it at least halves the current one
-MIN_FIT_SPREAD = 1.0  # batch-size range (samples) the fit needs to say anything about the slope
 
 
 @dataclass
@@ -83,11 +83,6 @@ class BatchingAnalysis:
     fits: dict[str, BatchFit] = field(default_factory=dict)  # by model
     delay_findings: list[DelayFinding] = field(default_factory=list)
     fit_notes: list[str] = field(default_factory=list)
-
-
-def batch_size_mean(step: StepRecord) -> float | None:
-    """Mean samples per executed batch, from the server's batch-size histogram."""
-    return step.server.batch_size_mean if step.server is not None else None
 
 
 def fit_compute(model: str, device: str, steps: list[StepRecord]) -> tuple[BatchFit | None, str | None]:
@@ -203,7 +198,7 @@ def _delay_finding(
         return None
     per_request_batch = mean_batch / max(step.client_batch_size, 1)
     share = parts.batching_delay_s / parts.client_mean_s if parts.client_mean_s > 0 else 0.0
-    if share < DELAY_SHARE_MIN or per_request_batch > LONELY_BATCH_MAX:
+    if share < BATCH_WINDOW_SHARE or per_request_batch > LONELY_BATCH_MAX:
         return None
     suggested_us = suggest_delay_us(fit, step, objective_s)
     if suggested_us > delay_us * DELAY_WORTH_CHANGING:
@@ -219,7 +214,3 @@ def _delay_finding(
         batch_size_mean=mean_batch,
         suggested_delay_us=suggested_us,
     )
-
-
-def ceil_power_of_two(value: float) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(value, 1.0))))

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from analysis.thresholds import ERROR_RATIO_MAX, LITTLE_MAX_RATIO, LITTLE_MIN_RATIO
 from servescope.results import StepRecord
-
-LITTLE_MIN_RATIO = 0.75
-LITTLE_MAX_RATIO = 1.10
-ERROR_RATIO_MAX = 0.01
 
 
 @dataclass

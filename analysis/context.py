@@ -1,20 +1,20 @@
-"""What the verdict rules and the recommendations look at for one series, and helpers they share."""
+"""What the verdict rules and the recommendations look at: the series (Context) and its peak step with the
+figures every rule reads (Situation)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
-from analysis.batching import BatchingAnalysis, batch_size_mean
+from analysis.batching import BatchFit, BatchingAnalysis
 from analysis.consistency import Flag
-from analysis.curves import Curve, Objective
-from analysis.decompose import Decomposition, batching_enabled
+from analysis.curves import Curve, Objective, Point
+from analysis.decompose import Decomposition
+from analysis.fmt import ms
 from analysis.quantization import Comparison
+from analysis.steps import batch_size_mean, describe_load, latency_at, offered_load
 from analysis.utilization import Correlation, UtilizationPoint
 from servescope.results import StepRecord
-
-GENERATOR_BUSY_PERCENT = 90.0
-FULL_BATCH_FRACTION = 0.9  # batches are full when they average 90% of max_batch_size
-HOST_BUSY = 0.85  # server + generator use at least 85% of the machine's cores
 
 
 @dataclass
@@ -32,35 +32,64 @@ class Context:
     correlation: Correlation | None = None  # utilization vs throughput over the model's steps
 
 
-def _ms(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1e3:.2f} ms"
+class Situation:
+    """The series at its peak step (its highest offered load), where a bottleneck shows most."""
 
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.peak = max(ctx.steps, key=lambda s: (offered_load(s), s.step_index))
+        self.parts = ctx.decompositions[self.peak.step_index]
+        self.util = ctx.utilization[self.peak.step_index]
+        self.objective = ctx.objective
+        self.fit: BatchFit | None = ctx.batching.fits.get(self.peak.model)
 
-def _pct(ratio: float | None) -> str:
-    return "n/a" if ratio is None else f"{ratio:.0%}"
+    @property
+    def at(self) -> str:
+        """How reasons name the peak step."""
+        peak = self.peak
+        return f"step {peak.step_index} ({describe_load(peak)}, the highest load of this series)"
 
+    @cached_property
+    def latency_s(self) -> float:
+        """The objective's percentile at the peak step."""
+        return latency_at(self.peak, self.objective.percentile)
 
-def ms(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1e3:.2f} ms"
+    def share(self, component: str) -> float:
+        """A component's share of the mean latency at the peak (0 when the server was not scraped)."""
+        return self.parts.share(component) or 0.0
 
+    @property
+    def shares(self) -> str:
+        return (
+            f"queueing {self.share('queueing_s'):.0%}, batch window {self.share('batching_delay_s'):.0%}, "
+            f"compute {self.share('compute_s'):.0%}, rest {self.share('rest_s'):.0%} of the "
+            f"{ms(self.parts.client_mean_s)} mean latency"
+        )
 
-def pct(ratio: float | None) -> str:
-    return "n/a" if ratio is None else f"{ratio:.0%}"
+    @property
+    def mean_batch(self) -> float:
+        return batch_size_mean(self.peak) or 0.0
 
+    @property
+    def requests_per_batch(self) -> float:
+        """Requests (not samples) per executed batch: client batches do not count as company."""
+        return self.mean_batch / max(self.peak.client_batch_size, 1)
 
-def generator_busy(step: StepRecord) -> bool:
-    busiest = step.cpu.generator_max_process_percent
-    return step.cpu.generator_saturated or (busiest is not None and busiest >= GENERATOR_BUSY_PERCENT)
+    @property
+    def device(self) -> str:
+        return self.peak.server_settings.device or "cpu"
 
+    @property
+    def cores(self) -> str:
+        util = self.util
+        if util.server_cores is None or not util.machine_cores:
+            return "host CPU not recorded"
+        return (
+            f"server {util.server_cores:.2f} + generator {util.generator_cores or 0:.2f} "
+            f"of {util.machine_cores} cores"
+        )
 
-def load_shed(step: StepRecord) -> float:
-    shed = step.errors_by_code.get("RESOURCE_EXHAUSTED", 0)
-    if step.server is not None:
-        shed = max(shed, step.server.rejected.get("queue_full", 0.0))
-    return float(shed)
-
-
-def full_batches(step: StepRecord) -> bool:
-    mean = batch_size_mean(step)
-    limit = step.server_settings.max_batch_size
-    return bool(batching_enabled(step) and mean and limit and mean >= FULL_BATCH_FRACTION * limit)
+    @property
+    def knee(self) -> Point | None:
+        curve = self.ctx.curve
+        return next((p for p in curve.points if p.step_index == curve.knee_step_index), None)

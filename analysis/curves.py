@@ -20,10 +20,10 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from analysis.load import describe_load
+from analysis.steps import describe_load, falls_short, latency_at, offered_load
+from analysis.thresholds import KNEE_MIN_LATENCY_GROWTH
 from servescope.results import StepRecord
 
-KNEE_MIN_LATENCY_GROWTH = 0.10
 PERCENTILES = ("p50", "p90", "p95", "p99", "p999", "max", "mean")
 
 
@@ -71,15 +71,6 @@ def objective_from(raw: dict) -> Objective:
         percentile = "p99"
     latency_s = float(raw.get("latency_s", 0.05))
     return Objective(percentile, latency_s)
-
-
-def latency_at(step: StepRecord, percentile: str) -> float:
-    assert step.latency_s is not None
-    return float(getattr(step.latency_s, percentile))
-
-
-def offered_load(step: StepRecord) -> float:
-    return float(step.load.users if step.load.mode == "closed" else step.load.rate_rps)
 
 
 def series_label(step: StepRecord) -> str:
@@ -164,7 +155,7 @@ def build_curve(label: str, steps: list[StepRecord], objective: Objective, untru
     elif any(p.meets_objective for p in points):
         curve.notes.append("only flagged steps met the objective")
     for step in steps:
-        if step.load.mode == "open" and step.load.rate_rps and step.requests_per_s < 0.9 * step.load.rate_rps:
+        if falls_short(step):
             curve.notes.append(
                 f"at {describe_load(step)} the server answered only {step.requests_per_s:.1f} req/s "
                 f"({step.requests_per_s / step.load.rate_rps:.0%} of the offered rate)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from analysis.steps import batching_enabled
 from servescope.results import StepRecord
 
 COMPONENTS = ("queueing_s", "batching_delay_s", "compute_s", "rest_s")
@@ -47,13 +48,6 @@ class Decomposition:
     @property
     def available(self) -> bool:
         return self.compute_s is not None
-
-
-def batching_enabled(step: StepRecord) -> bool:
-    settings = step.server_settings
-    if settings.batching is False:
-        return False
-    return not (settings.max_batch_size is not None and settings.max_batch_size <= 1)
 
 
 def decompose(step: StepRecord) -> Decomposition:

@@ -1,112 +1,29 @@
-"""analyze_campaign: read a campaign folder, work out every analysis, write the three reports."""
+"""analyze_campaign: read a campaign folder, work out every analysis, write the three reports.
+
+`format_verdict` (report_text.py) is re-exported here for the package's API."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from analysis.batching import BatchingAnalysis, analyze_batching, batch_size_mean
-from analysis.consistency import Flag, check_step, littles_law_ratio
+from analysis.batching import analyze_batching
+from analysis.consistency import check_step, littles_law_ratio
 from analysis.context import Context
-from analysis.curves import Curve, Objective, build_curve, group_series, objective_from, series_label
-from analysis.decompose import Decomposition, decompose
-from analysis.floor import FloorEstimate, analyze_floor
-from analysis.load import Campaign, LeftOut, describe_load, load_campaign
-from analysis.quantization import Comparison, compare_variants
-from analysis.utilization import Correlation, UtilizationAnalysis, analyze_utilization
-from analysis.verdict import Verdict, judge
+from analysis.curves import build_curve, group_series, objective_from, series_label
+from analysis.decompose import decompose
+from analysis.floor import analyze_floor
+from analysis.quantization import compare_variants
+from analysis.reader import Campaign, load_campaign
+from analysis.report_text import format_verdict
+from analysis.steps import batch_size_mean, describe_load, offered_load
+from analysis.summary import HTML_FILE, MARKDOWN_FILE, SUMMARY_FILE, StepRow, Summary
+from analysis.utilization import UtilizationAnalysis, analyze_utilization
+from analysis.verdict import judge
 
 log = logging.getLogger(__name__)
-
-SUMMARY_FILE = "summary.json"
-MARKDOWN_FILE = "report.md"
-HTML_FILE = "report.html"
-
-
-@dataclass
-class StepRow:
-    """One line of the table of steps: the measurements and what the analysis made of them."""
-
-    step_index: int
-    series: str
-    model: str
-    load: str
-    offered_load: float
-    stable: bool
-    completed: int
-    error_ratio: float
-    requests_per_s: float
-    inferences_per_s: float
-    p50_s: float
-    p99_s: float
-    p999_s: float
-    mean_s: float
-    batch_size_mean: float | None
-    decomposition: Decomposition
-    server_cores: float | None
-    generator_cores: float | None
-    gpu_utilization: float | None
-    littles_law_ratio: float | None
-    flags: list[str]
-
-
-@dataclass
-class Summary:
-    """Everything the analysis found; summary.json is this object as JSON."""
-
-    campaign: str
-    campaign_dir: str
-    output_dir: str
-    objective: Objective
-    machine: dict[str, Any]
-    interrupted: bool
-    verdicts: list[Verdict]
-    steps: list[StepRow]
-    left_out: list[LeftOut]
-    flags: list[Flag]
-    curves: list[Curve]
-    batching: BatchingAnalysis
-    quantization: list[Comparison]
-    correlations: list[Correlation]
-    floor: list[FloorEstimate]
-    notes: list[str] = field(default_factory=list)
-    prometheus_url: str | None = None
-    files: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        data = _plain(self)
-        # Per variant at a glance: the verdict of each of its series, in series order.
-        by_model: dict[str, list[dict[str, str]]] = {}
-        for verdict in self.verdicts:
-            by_model.setdefault(verdict.model, []).append({"series": verdict.series, "kind": verdict.kind})
-        data["verdicts_by_model"] = by_model
-        for estimate, row in zip(self.floor, data["floor"], strict=False):
-            row.update(floor_s=estimate.floor_s, bound=estimate.bound, efficiency=estimate.efficiency)
-        for finding, row in zip(
-            self.batching.delay_findings, data["batching"]["delay_findings"], strict=True
-        ):
-            row.update(share=finding.share, saving_s=finding.saving_s)
-        for fit in data["batching"]["fits"].values():
-            fit["points"] = [
-                {"step_index": i, "batch_size_mean": b, "compute_s": c} for i, b, c in fit["points"]
-            ]
-        return data
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None  # JSON has no NaN/Infinity
-    return value
 
 
 def _apply_prometheus(campaign: Campaign, url: str, notes: list[str]) -> None:
@@ -177,7 +94,7 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
                 series=series_label(step),
                 model=step.model,
                 load=describe_load(step),
-                offered_load=float(step.load.users or step.load.rate_rps or 0),
+                offered_load=offered_load(step),
                 stable=step.stable,
                 completed=step.completed,
                 error_ratio=step.error_ratio,
@@ -254,29 +171,4 @@ def analyze_campaign(campaign_dir: Path, output: Path, prometheus_url: str | Non
     return summary
 
 
-def format_verdict(summary: Summary) -> str:
-    """The verdict as a few lines of plain text for the terminal."""
-    lines = [f"Campaign {summary.campaign!r}: objective {summary.objective.label}"]
-    if not summary.verdicts:
-        lines.append("  no verdict: no step could be analysed")
-    for verdict in summary.verdicts:
-        lines.append(f"- {verdict.series}")
-        lines.append(
-            f"  verdict: {verdict.title} (based on step {', '.join(map(str, verdict.based_on_steps))})"
-        )
-        for reason in verdict.reasons:
-            lines.append(f"    because {reason}")
-        for recommendation in verdict.recommendations:
-            lines.append(f"    -> {recommendation}")
-        if verdict.flagged_steps:
-            lines.append(f"    flagged steps: {', '.join(map(str, verdict.flagged_steps))}")
-    if summary.left_out:
-        lines.append(f"Left out {len(summary.left_out)} step(s):")
-        lines.extend(f"  {item.where}: {item.reason}" for item in summary.left_out)
-    for note in summary.notes:
-        lines.append(f"Note: {note}")
-    if summary.files:
-        lines.append(
-            f"Report: {summary.files['html']} (also {summary.files['markdown']}, {summary.files['summary']})"
-        )
-    return "\n".join(lines)
+__all__ = ["Summary", "analyze", "analyze_campaign", "format_verdict", "write_reports"]

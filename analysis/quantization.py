@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from analysis.curves import Curve, offered_load, series_label
+from analysis.curves import Curve, series_label
+from analysis.steps import offered_load
 from servescope.results import CampaignInfo, StepRecord
 
 

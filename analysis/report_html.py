@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from analysis.report_md import ms, num, pct, step_table
-
-if TYPE_CHECKING:
-    from analysis.load import Campaign
-    from analysis.pipeline import Summary
+from analysis.fmt import ms_cell, num_cell, pct_cell
+from analysis.reader import Campaign
+from analysis.report_md import step_table
+from analysis.summary import Summary
 
 TEMPLATE = "report.html.j2"
 
@@ -26,7 +24,7 @@ def render_html(summary: Summary, campaign: Campaign | None = None) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ms=ms, num=num, pct=pct)
+    env.filters.update(ms=ms_cell, num=num_cell, pct=pct_cell)
     header, rows = step_table(summary)
     flagged = {row.step_index for row in summary.steps if row.flags}
     return env.get_template(TEMPLATE).render(

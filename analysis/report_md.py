@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from analysis.pipeline import Summary
-
-
-def ms(seconds: float | None, digits: int = 2) -> str:
-    return "" if seconds is None else f"{seconds * 1e3:.{digits}f}"
-
-
-def num(value: float | None, fmt: str = ".1f") -> str:
-    return "" if value is None else format(value, fmt)
-
-
-def pct(value: float | None) -> str:
-    return "" if value is None else f"{value:.0%}"
+from analysis.fmt import ms_cell as ms
+from analysis.fmt import num_cell as num
+from analysis.fmt import pct_cell as pct
+from analysis.summary import Summary
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis.thresholds import MIN_POINTS_FOR_CORRELATION
 from servescope.results import CampaignInfo, StepRecord
-
-MIN_POINTS_FOR_CORRELATION = 3
 
 
 @dataclass

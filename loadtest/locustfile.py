@@ -23,6 +23,7 @@ import grpc.experimental.gevent as grpc_gevent
 grpc_gevent.init_gevent()
 
 import json  # noqa: E402
+import logging  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
@@ -212,6 +213,11 @@ def _on_usage(environment: Any, cpu_usage: float, memory_usage: int, **_kwargs: 
 @events.test_stop.add_listener
 def _on_test_stop(**_kwargs: Any) -> None:
     PROCESS.flush()
+    dropped = PROCESS.status["dropped"]
+    if dropped:
+        logging.getLogger("servescope.locust").warning(
+            "%d open-loop arrivals were dropped (in-flight cap reached) and not sent", dropped
+        )
 
 
 @events.quitting.add_listener
@@ -290,8 +296,9 @@ class OpenLoopUser(_KServeUser):
 
     The total rate is split evenly over the open-loop users (one per worker process). Each arrival is
     a new greenlet; when `max_inflight` calls of this user are outstanding the arrival is dropped and
-    recorded as CLIENT_DROPPED, so a collapsing server shows up as drops instead of silently slowing the
-    offered load down (which would turn the test back into a closed loop).
+    recorded as CLIENT_DROPPED in the samples and the status file (never as a Locust request: it was not
+    sent), so a collapsing server shows up as drops instead of silently slowing the offered load down
+    (which would turn the test back into a closed loop). Locust's log says how many at the end.
     """
 
     wait_time = constant(0)
@@ -321,15 +328,9 @@ class OpenLoopUser(_KServeUser):
             elif -delay > LATE_THRESHOLD_S:
                 PROCESS.status["late"] += 1
             if len(self.pool) >= cap:
+                # Not sent, so not a request: no Locust request event (a response time of 0 would pull
+                # Locust's percentiles down). Counted in the status file and recorded as CLIENT_DROPPED.
                 PROCESS.status["dropped"] += 1
                 PROCESS.record(time.time(), 0.0, CODE_CLIENT_DROPPED, int(config.get("batch_size", 1)))
-                self.environment.events.request.fire(
-                    request_type="grpc",
-                    name=config.get("model", "?"),
-                    response_time=0.0,
-                    response_length=0,
-                    exception=GrpcStatusError("CLIENT_DROPPED", f"{cap} requests in flight"),
-                    context={},
-                )
                 continue
             self.pool.spawn(self.call)

@@ -29,10 +29,17 @@ import numpy as np
 from loadtest import scrape
 from loadtest.locust_run import LocustRun, LocustSettings
 from loadtest.samples import SampleReader, Tally, tally
-from servescope.results import CpuUsage, GpuUsage, LatencySummary, ServerDeltas, Window
+from servescope.results import (
+    GENERATOR_SATURATED_PERCENT,
+    CpuUsage,
+    GpuUsage,
+    LatencySummary,
+    ServerDeltas,
+    Window,
+)
 
-SATURATED_PERCENT = 90.0  # a generator process above this share of one core limits the load it offers
 FIRST_SAMPLE_TIMEOUT_S = 60.0
+LATE_SHARE_SATURATED = 0.01  # more open-loop arrivals than this share sent late: the generator fell behind
 READ_LAG_S = 0.3  # samples reach disk within the locustfile's flush interval (0.2 s)
 
 
@@ -379,7 +386,9 @@ def _measure(
     arrivals = measured.completed + sum(measured.errors_by_code.values())
     late_share = status["late"] / arrivals if arrivals else 0.0
     saturated = bool(
-        status["cpu_warning"] or (busiest is not None and busiest >= SATURATED_PERCENT) or late_share > 0.01
+        status["cpu_warning"]
+        or (busiest is not None and busiest >= GENERATOR_SATURATED_PERCENT)
+        or late_share > 0.01
     )
     if status["late"]:
         notes.append(f"{status['late']} open-loop arrivals were sent late (generator behind schedule)")

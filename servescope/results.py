@@ -121,6 +121,11 @@ class ServerDeltas:
         return self.request_s_sum / self.requests if self.requests else None
 
 
+# A load generator process using this percent of one core or more limits the load it can offer
+# (CpuUsage.generator_saturated); the analysis uses the same figure.
+GENERATOR_SATURATED_PERCENT = 90.0
+
+
 @dataclass
 class CpuUsage:
     """CPU use during the step, in cores (1.0 = one core fully busy)."""

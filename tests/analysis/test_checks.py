@@ -31,7 +31,7 @@ def test_littles_law_flags_a_step_with_inconsistent_numbers(kit):
 
 def test_flagged_steps_are_not_taken_as_the_best_point(handmade, kit):
     from analysis import analyze
-    from analysis.load import load_campaign
+    from analysis.reader import load_campaign
 
     S = kit.Shape
     folder = handmade(

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from analysis import analyze
-from analysis.load import load_campaign
+from analysis.reader import load_campaign
 from cli.main import main
 
 # What the fake Prometheus answers, by metric name: a number, or {label value: number} for `sum by`.

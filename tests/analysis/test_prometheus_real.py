@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from analysis import analyze
-from analysis.load import load_campaign
+from analysis.reader import load_campaign
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from analysis import analyze
-from analysis.load import load_campaign
+from analysis.reader import load_campaign
 
 
 def run(folder: Path) -> tuple[object, dict]:

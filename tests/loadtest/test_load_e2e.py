@@ -90,6 +90,38 @@ def test_open_loop_rate_is_honoured(running_server: ManagedServer, tmp_path: Pat
     assert step.server is None  # no --metrics-url given
 
 
+def test_dropped_arrivals_are_counted_apart_from_locust_requests(
+    running_server: ManagedServer, tmp_path: Path
+) -> None:
+    """An arrival dropped at the in-flight cap was never sent: it is reported as a drop, and Locust's own
+    statistics (which a zero response time would pull down) hold only the requests sent."""
+    output = tmp_path / "drops"
+    run_load(
+        LoadRequest(
+            target=running_server.target,
+            model="sentiment_fp32",
+            users=None,
+            rate_rps=3000.0,
+            arrival="constant",
+            max_inflight=1,
+            duration_s=1.5,
+            warmup_s=0.5,
+        ),
+        output,
+        progress=lambda _line: None,
+    )
+    step = results.read_steps(output)[0][0]
+    dropped = step.errors_by_code.get("CLIENT_DROPPED", 0)
+    assert dropped > 0 and step.completed > 0
+    assert "open-loop arrivals were dropped at the in-flight cap" in (step.note or "")
+    (stats,) = json.loads((output / "locust" / "locust.json").read_text())
+    assert stats["num_failures"] == 0  # drops are not failures of requests that were sent
+    assert stats["min_response_time"] > 0
+    assert "0" not in stats["response_times"] and 0 not in stats["response_times"]
+    log = (output / "locust" / "locust.log").read_text()
+    assert "open-loop arrivals were dropped (in-flight cap reached) and not sent" in log
+
+
 def test_distributed_mode_totals_add_up(running_server: ManagedServer, tmp_path: Path) -> None:
     samples_dir = tmp_path / "raw"
     settings = LocustSettings(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis.steps import describe_step
 from servescope.results import CampaignInfo, ResultsError, StepRecord, read_campaign, read_steps
 
 
@@ -28,18 +29,6 @@ class Campaign:
     info: CampaignInfo
     steps: list[StepRecord]
     left_out: list[LeftOut] = field(default_factory=list)
-
-
-def describe_load(step: StepRecord) -> str:
-    if step.load.mode == "open":
-        return f"{step.load.rate_rps:g} req/s"
-    return f"{step.load.users} user{'' if step.load.users == 1 else 's'}"
-
-
-def describe_step(step: StepRecord) -> str:
-    return (
-        f"step {step.step_index} ({step.model}, {describe_load(step)}, client batch {step.client_batch_size})"
-    )
 
 
 def _reason_to_leave_out(step: StepRecord) -> str | None:
