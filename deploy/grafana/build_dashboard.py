@@ -2,7 +2,8 @@
 
 The dashboard is data, so it is built from a short description here rather than edited by hand in
 JSON; `python deploy/grafana/build_dashboard.py` rewrites the committed file, and a test checks that
-the committed file is what this script produces. Standard library only.
+the committed file is what this script produces. Standard library plus the metrics contract
+(servescope.metrics), which names every metric read directly.
 
 Layout: one row for the host (server process CPU and memory, GPU utilization, memory and power), then
 one row per model variant: the row repeats over the `$model` template variable. Per-model panels read
@@ -15,6 +16,9 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for the contract
+from servescope import metrics
 
 OUTPUT = Path(__file__).resolve().parent / "dashboards" / "servescope.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -127,19 +131,19 @@ def host_panels() -> list[dict]:
         _timeseries(
             "Server CPU",
             "CPU used by each servescope server process, in cores (1 = one core fully busy).",
-            [(f"rate(process_cpu_seconds_total{{{job}}}[$__rate_interval])", "{{instance}}")],
+            [(f"rate({metrics.PROCESS_CPU.name}{{{job}}}[$__rate_interval])", "{{instance}}")],
             "short",
         ),
         _timeseries(
             "Server memory",
             "Resident memory of each servescope server process.",
-            [(f"process_resident_memory_bytes{{{job}}}", "{{instance}}")],
+            [(f"{metrics.PROCESS_MEMORY.name}{{{job}}}", "{{instance}}")],
             "bytes",
         ),
         _timeseries(
             "GPU utilization",
             "Share of time a kernel ran on the GPU (NVML). Empty on machines without a GPU.",
-            [("servescope_gpu_utilization_ratio", "GPU {{gpu}} {{instance}}")],
+            [(metrics.GPU_UTILIZATION.name, "GPU {{gpu}} {{instance}}")],
             "percentunit",
             max_value=1,
         ),
@@ -147,15 +151,15 @@ def host_panels() -> list[dict]:
             "GPU memory",
             "GPU memory used and total (NVML). Empty on machines without a GPU.",
             [
-                ("servescope_gpu_memory_used_bytes", "used GPU {{gpu}} {{instance}}"),
-                ("servescope_gpu_memory_total_bytes", "total GPU {{gpu}} {{instance}}"),
+                (metrics.GPU_MEMORY_USED.name, "used GPU {{gpu}} {{instance}}"),
+                (metrics.GPU_MEMORY_TOTAL.name, "total GPU {{gpu}} {{instance}}"),
             ],
             "bytes",
         ),
         _timeseries(
             "GPU power",
             "Board power draw (NVML). Empty on machines without a GPU.",
-            [("servescope_gpu_power_watts", "GPU {{gpu}} {{instance}}")],
+            [(metrics.GPU_POWER.name, "GPU {{gpu}} {{instance}}")],
             "watt",
         ),
     ]
@@ -168,7 +172,7 @@ def model_panels() -> list[dict]:
         _stat(
             "Model",
             "Version, precision and execution provider the server loaded (servescope_model_info).",
-            f"servescope_model_info{{{m}}}",
+            f"{metrics.MODEL_INFO.name}{{{m}}}",
             "v{{version}} {{precision}} {{provider}}",
             "none",
         ),
@@ -245,15 +249,15 @@ def model_panels() -> list[dict]:
         _heatmap(
             "Batch size distribution",
             "Executed batches per second by batch size bucket (1, 2, 4, ... 128).",
-            f"sum by (le) (rate(servescope_batch_size_bucket{{{m}}}[$__rate_interval]))",
+            f"sum by (le) (rate({metrics.BATCH_SIZE.bucket}{{{m}}}[$__rate_interval]))",
         ),
         _timeseries(
             "Queue depth and in-flight requests",
             "Requests waiting in the queue and requests inside the server (queued + computing). In-flight "
             "per pod drives the Kubernetes autoscaler.",
             [
-                (f"sum(servescope_queue_depth{{{m}}})", "queue depth"),
-                (f"sum(servescope_inflight_requests{{{m}}})", "in flight"),
+                (f"sum({metrics.QUEUE_DEPTH.name}{{{m}}})", "queue depth"),
+                (f"sum({metrics.INFLIGHT.name}{{{m}}})", "in flight"),
             ],
             "short",
         ),
@@ -324,8 +328,8 @@ def build() -> dict:
                     "label": "Model",
                     "type": "query",
                     "datasource": DATASOURCE,
-                    "query": {"query": "label_values(servescope_model_info, model)", "refId": "model"},
-                    "definition": "label_values(servescope_model_info, model)",
+                    "query": {"query": f"label_values({metrics.MODEL_INFO.name}, model)", "refId": "model"},
+                    "definition": f"label_values({metrics.MODEL_INFO.name}, model)",
                     "multi": True,
                     "includeAll": True,
                     "current": {"text": ["All"], "value": ["$__all"]},
