@@ -105,6 +105,7 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
                 p999_s=step.latency_s.p999,
                 mean_s=step.latency_s.mean,
                 batch_size_mean=batch_size_mean(step),
+                server=step.server,
                 decomposition=decompositions[step.step_index],
                 server_cores=point.server_cores,
                 generator_cores=point.generator_cores,

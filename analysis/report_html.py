@@ -6,7 +6,7 @@ from pathlib import Path
 
 from analysis.fmt import ms_cell, num_cell, pct_cell
 from analysis.reader import Campaign
-from analysis.report_md import step_table
+from analysis.report_md import TEXT_COLUMNS, step_table
 from analysis.summary import Summary
 
 TEMPLATE = "report.html.j2"
@@ -32,5 +32,6 @@ def render_html(summary: Summary, campaign: Campaign | None = None) -> str:
         charts=all_charts(summary),
         step_header=header,
         step_rows=rows,
+        text_columns=TEXT_COLUMNS,
         flagged=flagged,
     )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from analysis.fmt import ms_cell as ms
 from analysis.fmt import num_cell as num
 from analysis.fmt import pct_cell as pct
-from analysis.summary import Summary
+from analysis.summary import StepRow, Summary
+from servescope.metrics import ServerDeltas
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -14,25 +18,50 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class Column:
+    """One column of the table of steps: its header and how a row shows in it."""
+
+    header: str
+    cell: Callable[[StepRow], str]
+
+
+def _server(row: StepRow, figure: Callable[[ServerDeltas], float | None], fmt: str = ".2f") -> str:
+    """A cell from the server's own figures for the step (empty when it was not scraped)."""
+    return num(figure(row.server), fmt) if row.server is not None else ""
+
+
+# The table of steps in the Markdown and HTML reports. A server figure (servescope.metrics.ServerDeltas)
+# shows in both by adding a Column here.
+STEP_COLUMNS = (
+    Column("step", lambda r: str(r.step_index)),
+    Column("model", lambda r: r.model),
+    Column("load", lambda r: r.load),
+    Column("inf/s", lambda r: num(r.inferences_per_s)),
+    Column("req/s", lambda r: num(r.requests_per_s)),
+    Column("p50 ms", lambda r: ms(r.p50_s)),
+    Column("p99 ms", lambda r: ms(r.p99_s)),
+    Column("p99.9 ms", lambda r: ms(r.p999_s)),
+    Column("mean ms", lambda r: ms(r.mean_s)),
+    Column("errors", lambda r: pct(r.error_ratio)),
+    Column("batch", lambda r: _server(r, lambda d: d.batch_size_mean)),
+    Column("queue ms", lambda r: ms(r.decomposition.queueing_s)),
+    Column("window ms", lambda r: ms(r.decomposition.batching_delay_s)),
+    Column("compute ms", lambda r: ms(r.decomposition.compute_s)),
+    Column("rest ms", lambda r: ms(r.decomposition.rest_s)),
+    Column("server cores", lambda r: num(r.server_cores, ".2f")),
+    Column("gen. cores", lambda r: num(r.generator_cores, ".2f")),
+    Column("GPU", lambda r: pct(r.gpu_utilization)),
+    Column("Little", lambda r: num(r.littles_law_ratio, ".2f")),
+    Column("stable", lambda r: "yes" if r.stable else "no"),
+    Column("flags", lambda r: ", ".join(r.flags)),
+)
+TEXT_COLUMNS = ("model", "load", "flags")  # left-aligned in the HTML table
+
+
 def step_table(summary: Summary) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the table of steps, shared by the Markdown and HTML reports."""
-    header = [
-        "step", "model", "load", "inf/s", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "mean ms", "errors",
-        "batch", "queue ms", "window ms", "compute ms", "rest ms", "server cores", "gen. cores", "GPU",
-        "Little", "stable", "flags",
-    ]  # fmt: skip
-    rows = []
-    for r in summary.steps:
-        d = r.decomposition
-        rows.append([
-            str(r.step_index), r.model, r.load, num(r.inferences_per_s), num(r.requests_per_s), ms(r.p50_s),
-            ms(r.p99_s), ms(r.p999_s), ms(r.mean_s), pct(r.error_ratio), num(r.batch_size_mean, ".2f"),
-            ms(d.queueing_s), ms(d.batching_delay_s), ms(d.compute_s), ms(d.rest_s),
-            num(r.server_cores, ".2f"), num(r.generator_cores, ".2f"), pct(r.gpu_utilization),
-            num(r.littles_law_ratio, ".2f"),
-            "yes" if r.stable else "no", ", ".join(r.flags),
-        ])  # fmt: skip
-    return header, rows
+    return [c.header for c in STEP_COLUMNS], [[c.cell(row) for c in STEP_COLUMNS] for row in summary.steps]
 
 
 def render_markdown(summary: Summary) -> str:

@@ -16,6 +16,7 @@ from analysis.quantization import Comparison
 from analysis.reader import LeftOut
 from analysis.utilization import Correlation
 from analysis.verdict import Verdict
+from servescope.metrics import ServerDeltas
 
 SUMMARY_FILE = "summary.json"
 MARKDOWN_FILE = "report.md"
@@ -41,6 +42,7 @@ class StepRow:
     p999_s: float
     mean_s: float
     batch_size_mean: float | None
+    server: ServerDeltas | None  # the server's own figures for the step, as recorded (or from Prometheus)
     decomposition: Decomposition
     server_cores: float | None
     generator_cores: float | None

@@ -17,6 +17,7 @@ from server.messages import IndexEntry, InferRequest, InferResponse, ModelMetada
 from server.metrics import ServerMetrics
 from server.model import ModelRunner
 from server.served import ModelStats, ServedModel
+from servescope import metrics as contract
 from servescope.protocol import model_config_pb2 as mc
 
 SERVER_NAME = "servescope"
@@ -64,7 +65,7 @@ class DataPlane:
         # An unknown name is counted under one label, so bogus names cannot grow the metric's series;
         # a model that is still loading has a known, bounded name.
         label = name if isinstance(exc, Unavailable) else UNKNOWN_MODEL_LABEL
-        self.metrics.requests.labels(model=label, code=status_of(exc)).inc()
+        self.metrics[contract.REQUESTS].labels(model=label, code=status_of(exc)).inc()
 
     async def infer(self, request: InferRequest, time_remaining_s: float | None) -> InferResponse:
         """Check, queue, batch and answer one request."""

@@ -28,35 +28,30 @@ def create(metric: contract.Metric, registry: CollectorRegistry) -> Any:
 
 
 class ServerMetrics:
-    """Every servescope_* metric of one server instance."""
+    """Every metric of contract.SERVER_METRICS for one server, looked up by its contract entry:
+    `metrics[contract.BATCHES].labels(model=...)`. A metric added to the contract exists here at once."""
 
     def __init__(
         self, registry: CollectorRegistry, *, process_metrics: bool = True, gpu: bool = True
     ) -> None:
         self.registry = registry
-        self.requests = create(contract.REQUESTS, registry)
-        self.request_duration = create(contract.REQUEST_DURATION, registry)
-        self.queue_duration = create(contract.QUEUE_DURATION, registry)
-        self.compute_duration = create(contract.COMPUTE_DURATION, registry)
-        self.batch_size = create(contract.BATCH_SIZE, registry)
-        self.inferences = create(contract.INFERENCES, registry)
-        self.batches = create(contract.BATCHES, registry)
-        self.queue_depth = create(contract.QUEUE_DEPTH, registry)
-        self.inflight = create(contract.INFLIGHT, registry)
-        self.rejected = create(contract.REJECTED, registry)
-        self.model_info = create(contract.MODEL_INFO, registry)
+        self._metrics = {metric.name: create(metric, registry) for metric in contract.SERVER_METRICS}
         if process_metrics:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
         if gpu:
             registry.register(GpuCollector())
 
+    def __getitem__(self, metric: contract.Metric) -> Any:
+        return self._metrics[metric.name]
+
     def add_model(self, model: str, version: str, precision: str, provider: str) -> None:
         """Label children for a model, so that its series exist (at zero) before the first request."""
-        self.model_info.labels(model=model, version=version, precision=precision, provider=provider).set(1)
-        for metric in (self.inferences, self.batches, self.queue_depth, self.inflight):
-            metric.labels(model=model)
-        for metric in (self.request_duration, self.queue_duration, self.compute_duration, self.batch_size):
-            metric.labels(model=model)
+        self[contract.MODEL_INFO].labels(
+            model=model, version=version, precision=precision, provider=provider
+        ).set(1)
+        for metric in contract.SERVER_METRICS:
+            if metric.labels == (contract.MODEL_LABEL,):
+                self[metric].labels(model=model)
         for reason in contract.REJECT_REASONS:
-            self.rejected.labels(model=model, reason=reason)
+            self[contract.REJECTED].labels(model=model, reason=reason)

@@ -61,16 +61,17 @@ class ServedModel:
         name = runner.name
         metrics.add_model(name, self.version, runner.precision, runner.provider)
         self._requests: dict[str, Any] = {}  # status code name -> counter child, filled lazily
-        self._requests_metric = metrics.requests
-        self._request_duration = metrics.request_duration.labels(model=name)
-        self._queue_duration = metrics.queue_duration.labels(model=name)
-        self._compute_duration = metrics.compute_duration.labels(model=name)
-        self._batch_size = metrics.batch_size.labels(model=name)
-        self._inferences = metrics.inferences.labels(model=name)
-        self._batches = metrics.batches.labels(model=name)
-        self._rejected = {r: metrics.rejected.labels(model=name, reason=r) for r in contract.REJECT_REASONS}
-        self.inflight = metrics.inflight.labels(model=name)
-        queue_depth = metrics.queue_depth.labels(model=name)
+        self._requests_metric = metrics[contract.REQUESTS]
+        self._request_duration = metrics[contract.REQUEST_DURATION].labels(model=name)
+        self._queue_duration = metrics[contract.QUEUE_DURATION].labels(model=name)
+        self._compute_duration = metrics[contract.COMPUTE_DURATION].labels(model=name)
+        self._batch_size = metrics[contract.BATCH_SIZE].labels(model=name)
+        self._inferences = metrics[contract.INFERENCES].labels(model=name)
+        self._batches = metrics[contract.BATCHES].labels(model=name)
+        rejected = metrics[contract.REJECTED]
+        self._rejected = {r: rejected.labels(model=name, reason=r) for r in contract.REJECT_REASONS}
+        self.inflight = metrics[contract.INFLIGHT].labels(model=name)
+        queue_depth = metrics[contract.QUEUE_DEPTH].labels(model=name)
         self.batcher = Batcher(
             runner.name,
             runner.run,

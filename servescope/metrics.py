@@ -143,7 +143,46 @@ def bound_key(le: str | float) -> str:
     return str(int(value)) if value.is_integer() else f"{value:g}"
 
 
-# ---- Where each ServerDeltas field comes from ------------------------------------------------------
+# ---- The step record's server figures, and where each comes from -----------------------------------
+
+
+@dataclass
+class ServerDeltas:
+    """What the server counted during a step (a step record's `server`): increases of its metrics between
+    the start and the end of the measured interval. Each field is read as DELTA_SOURCES says."""
+
+    requests: float
+    request_s_sum: float
+    inferences: float
+    batches: float
+    queue_count: float
+    queue_s_sum: float
+    compute_count: float  # one per executed batch
+    compute_s_sum: float
+    batch_size_sum: float
+    batch_size_buckets: dict[str, float]  # cumulative count per upper bound ("1", "2", ..., "+Inf")
+    rejected: dict[str, float]  # by reason: queue_full, deadline, invalid, draining
+    requests_by_code: dict[str, float]  # by gRPC code name
+    source: str = "servescope"  # "servescope", "triton" (nv_* metrics) or "prometheus"
+
+    @property
+    def batch_size_mean(self) -> float | None:
+        return self.batch_size_sum / self.batches if self.batches else None
+
+    @property
+    def queue_mean_s(self) -> float | None:
+        return self.queue_s_sum / self.queue_count if self.queue_count else None
+
+    @property
+    def compute_mean_s(self) -> float | None:
+        """Mean compute time of one executed batch."""
+        return self.compute_s_sum / self.compute_count if self.compute_count else None
+
+    @property
+    def request_mean_s(self) -> float | None:
+        return self.request_s_sum / self.requests if self.requests else None
+
+
 
 
 @dataclass(frozen=True)
@@ -239,8 +278,6 @@ SOURCE_MARKERS = {"servescope": "servescope_", "triton": "nv_inference_"}
 
 def delta_fields() -> list[str]:
     """The ServerDeltas fields every source must map (all but `source`)."""
-    from servescope.results import ServerDeltas
-
     return [f.name for f in fields(ServerDeltas) if f.name != "source"]
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from servescope.metrics import ServerDeltas  # re-exported: step records hold it
+
 SCHEMA_VERSION = 2
 # Version 1 lacked ServerSettings.intra_op_threads; its records read with that field as None.
 READABLE_VERSIONS = (1, 2)
@@ -83,42 +85,6 @@ class Window:
     completed: int
     throughput_rps: float
     p99_s: float | None
-
-
-@dataclass
-class ServerDeltas:
-    """Differences of the server's /metrics between the start and the end of the step."""
-
-    requests: float  # servescope_request_duration_seconds count
-    request_s_sum: float
-    inferences: float  # servescope_inferences_total
-    batches: float  # servescope_batches_total
-    queue_count: float
-    queue_s_sum: float
-    compute_count: float  # one per executed batch
-    compute_s_sum: float
-    batch_size_sum: float
-    batch_size_buckets: dict[str, float]  # cumulative count per upper bound ("1", "2", ..., "+Inf")
-    rejected: dict[str, float]  # by reason: queue_full, deadline, invalid, draining
-    requests_by_code: dict[str, float]  # servescope_requests_total by gRPC code name
-    source: str = "servescope"  # "servescope", "triton" (nv_* metrics) or "prometheus"
-
-    @property
-    def batch_size_mean(self) -> float | None:
-        return self.batch_size_sum / self.batches if self.batches else None
-
-    @property
-    def queue_mean_s(self) -> float | None:
-        return self.queue_s_sum / self.queue_count if self.queue_count else None
-
-    @property
-    def compute_mean_s(self) -> float | None:
-        """Mean compute time of one executed batch."""
-        return self.compute_s_sum / self.compute_count if self.compute_count else None
-
-    @property
-    def request_mean_s(self) -> float | None:
-        return self.request_s_sum / self.requests if self.requests else None
 
 
 # A load generator process using this percent of one core or more limits the load it can offer

@@ -31,7 +31,7 @@ def test_the_server_exports_exactly_the_contracts_metrics() -> None:
     registry = CollectorRegistry()
     server = ServerMetrics(registry, process_metrics=False, gpu=False)
     server.add_model(MODEL, "1", "fp32", "CPUExecutionProvider")
-    server.requests.labels(model=MODEL, code="OK").inc()
+    server[metrics.REQUESTS].labels(model=MODEL, code="OK").inc()
     families = {family.name: family for family in registry.collect()}
     exported = {sample.name for family in families.values() for sample in family.samples}
     expected = {m.name for m in metrics.SERVER_METRICS if m.kind != "histogram"}
@@ -62,15 +62,15 @@ def _servescope_scrapes() -> tuple[str, str]:
         server.add_model(MODEL, "1", "fp32", "CPUExecutionProvider")
         for _ in range(batches):
             for _ in range(6):
-                server.request_duration.labels(model=MODEL).observe(0.004)
-                server.queue_duration.labels(model=MODEL).observe(0.001)
-                server.requests.labels(model=MODEL, code="OK").inc()
-            server.compute_duration.labels(model=MODEL).observe(0.002)
-            server.batch_size.labels(model=MODEL).observe(6)
-            server.inferences.labels(model=MODEL).inc(6)
-            server.batches.labels(model=MODEL).inc()
-            server.rejected.labels(model=MODEL, reason="queue_full").inc(2)
-            server.requests.labels(model=MODEL, code="RESOURCE_EXHAUSTED").inc(2)
+                server[metrics.REQUEST_DURATION].labels(model=MODEL).observe(0.004)
+                server[metrics.QUEUE_DURATION].labels(model=MODEL).observe(0.001)
+                server[metrics.REQUESTS].labels(model=MODEL, code="OK").inc()
+            server[metrics.COMPUTE_DURATION].labels(model=MODEL).observe(0.002)
+            server[metrics.BATCH_SIZE].labels(model=MODEL).observe(6)
+            server[metrics.INFERENCES].labels(model=MODEL).inc(6)
+            server[metrics.BATCHES].labels(model=MODEL).inc()
+            server[metrics.REJECTED].labels(model=MODEL, reason="queue_full").inc(2)
+            server[metrics.REQUESTS].labels(model=MODEL, code="RESOURCE_EXHAUSTED").inc(2)
         texts.append(generate_latest(registry).decode())
     return texts[0], texts[1]
 
