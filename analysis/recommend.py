@@ -1,5 +1,5 @@
-"""Recommendations that carry numbers: one builder per verdict kind (rules.py names it), made of the
-pieces below. Each piece returns its sentences, or nothing when it does not apply."""
+"""Recommendations that carry numbers, as pieces: each returns its sentences for a Situation, or nothing
+when it does not apply. Each verdict kind (rules.py) composes its recommendations from these."""
 
 from __future__ import annotations
 
@@ -12,53 +12,8 @@ from analysis.quantization import configuration_of
 from analysis.steps import batching_enabled, describe_load, full_batches
 from analysis.thresholds import BETTER_VARIANT_RATIO, HOST_BUSY
 
-# ---- One builder per verdict kind ------------------------------------------------------------------
 
-
-def for_generator_bound(s: Situation) -> list[str]:
-    return [*_more_generators(s), *_shorter_window(s), *_variants(s)]
-
-
-def for_batching_delay(s: Situation) -> list[str]:
-    return [*(_shorter_window(s) or _batching_off_at_this_load(s)), *_variants(s)]
-
-
-def for_queueing(s: Situation) -> list[str]:
-    return [*_shorter_window(s), *_queueing(s), *_bigger_batches(s), *_variants(s)]
-
-
-def for_compute_cpu(s: Situation) -> list[str]:
-    return [*_shorter_window(s), *_bigger_batches(s), *_variants(s)]
-
-
-def for_compute_gpu(s: Situation) -> list[str]:
-    return [*_shorter_window(s), *_bigger_batches(s), *_gpu_replica(s), *_variants(s)]
-
-
-def for_host_bound(s: Situation) -> list[str]:
-    return [*_shorter_window(s), *_bigger_batches(s), *_less_host_work(s), *_variants(s)]
-
-
-def for_serialization(s: Situation) -> list[str]:
-    return [*_shorter_window(s), *_cheaper_transport(s), *_variants(s)]
-
-
-def for_undetermined(s: Situation) -> list[str]:
-    record = (
-        "record the server's metrics: run the campaign with --metrics-url (or against an embedded "
-        "server), or analyse with --prometheus-url"
-    )
-    return [*_shorter_window(s), record, *_variants(s)]
-
-
-def for_healthy(s: Situation) -> list[str]:
-    return [*_shorter_window(s), *_variants(s), _headroom(s)]
-
-
-# ---- Pieces ----------------------------------------------------------------------------------------
-
-
-def _more_generators(s: Situation) -> list[str]:
+def more_generators(s: Situation) -> list[str]:
     peak = s.peak
     cores = peak.cpu.generator_cores or 1.0
     workers = max(2, math.ceil(cores) + 1)
@@ -69,7 +24,7 @@ def _more_generators(s: Situation) -> list[str]:
     ]
 
 
-def _shorter_window(s: Situation) -> list[str]:
+def shorter_window(s: Situation) -> list[str]:
     """The batching analysis found the window costing latency at this series' lowest load."""
     finding = next((f for f in s.ctx.batching.delay_findings if f.series == s.ctx.curve.series), None)
     if finding is None:
@@ -83,7 +38,19 @@ def _shorter_window(s: Situation) -> list[str]:
     ]
 
 
-def _batching_off_at_this_load(s: Situation) -> list[str]:
+def shorter_window_or_batching_off(s: Situation) -> list[str]:
+    """A shorter window when one keeps batching; else batching cannot pay at this load."""
+    return shorter_window(s) or batching_off_at_this_load(s)
+
+
+def record_metrics(s: Situation) -> list[str]:
+    return [
+        "record the server's metrics: run the campaign with --metrics-url (or against an embedded server), "
+        "or analyse with --prometheus-url"
+    ]
+
+
+def batching_off_at_this_load(s: Situation) -> list[str]:
     """The window dominates but is already about one compute time: no shorter window keeps batching."""
     if s.parts.batching_delay_s is None:
         return []
@@ -95,7 +62,7 @@ def _batching_off_at_this_load(s: Situation) -> list[str]:
     ]
 
 
-def _queueing(s: Situation) -> list[str]:
+def queueing(s: Situation) -> list[str]:
     peak, parts, util = s.peak, s.parts, s.util
     compute_s = parts.compute_s or 0.0
     if not batching_enabled(peak):
@@ -126,7 +93,7 @@ def _queueing(s: Situation) -> list[str]:
     return []
 
 
-def _bigger_batches(s: Situation) -> list[str]:
+def bigger_batches(s: Situation) -> list[str]:
     peak, fit = s.peak, s.fit
     if fit is None or not batching_enabled(peak) or not peak.server_settings.max_batch_size:
         return []
@@ -157,7 +124,7 @@ def _bigger_batches(s: Situation) -> list[str]:
     ]
 
 
-def _less_host_work(s: Situation) -> list[str]:
+def less_host_work(s: Situation) -> list[str]:
     batch = s.peak.client_batch_size
     return [
         f"send several samples per request (client batch {max(8, batch * 4)} instead of {batch}) to cut "
@@ -166,7 +133,7 @@ def _less_host_work(s: Situation) -> list[str]:
     ]
 
 
-def _gpu_replica(s: Situation) -> list[str]:
+def gpu_replica(s: Situation) -> list[str]:
     gpu = s.util.gpu_utilization or 0.0
     rate = s.peak.inferences_per_s
     return [
@@ -175,7 +142,7 @@ def _gpu_replica(s: Situation) -> list[str]:
     ]
 
 
-def _cheaper_transport(s: Situation) -> list[str]:
+def cheaper_transport(s: Situation) -> list[str]:
     parts, batch = s.parts, max(8, s.peak.client_batch_size * 4)
     return [
         f"{ms(parts.rest_s)} of the {ms(parts.client_mean_s)} mean latency is outside queue and "
@@ -186,23 +153,23 @@ def _cheaper_transport(s: Situation) -> list[str]:
     ]
 
 
-def _headroom(s: Situation) -> str:
+def headroom(s: Situation) -> list[str]:
     curve, peak, objective = s.ctx.curve, s.peak, s.objective
     if curve.best_inferences_per_s is None:
-        return (
+        return [
             f"{peak.inferences_per_s:.0f} inferences/s at {describe_load(peak)} met {objective.label}, but "
             f"step {peak.step_index} is flagged (see Consistency): re-measure with longer steps, then test "
             "higher load to find the knee"
-        )
+        ]
     saturated = curve.knee_step_index is not None
     next_step = "stay below the knee" if saturated else "test higher load to find the knee"
-    return (
+    return [
         f"up to {curve.best_inferences_per_s:.0f} inferences/s met {objective.label} "
         f"(step {curve.best_step_index}); the highest load tested was {describe_load(peak)}: {next_step}"
-    )
+    ]
 
 
-def _variants(s: Situation) -> list[str]:
+def variants(s: Situation) -> list[str]:
     """Another precision variant under the same configuration that is clearly faster."""
     peak, objective = s.peak, s.objective
     configuration = configuration_of(peak)

@@ -1,9 +1,10 @@
 """The verdict kinds and the rules that find them, as data: RULES is tried in order on a series' peak
 step, and the first rule that returns a Finding names the verdict.
 
-A kind carries its title, the report's CSS class and its recommendation builder (recommend.py). A rule
-is a small function of the Situation that returns its reasons and evidence, or None. Adding a verdict is
-one kind and one rule here (plus a builder in recommend.py) and its test. Thresholds: thresholds.py.
+A kind carries its title, the report's CSS class and its recommendation builder (made of the pieces in
+recommend.py). A rule is a small function of the Situation that returns its reasons and evidence, or
+None. Adding a verdict is one kind and one rule here (and a new piece in recommend.py if its advice is
+new) and its test. Thresholds: thresholds.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis import recommend
+from analysis import recommend as advice
 from analysis.context import Situation
 from analysis.fmt import ms, pct
 from analysis.steps import (
@@ -35,15 +36,22 @@ from analysis.thresholds import (
     REST_DOMINANT_SHARE,
 )
 
+Advice = Callable[[Situation], list[str]]
+
 
 @dataclass(frozen=True)
 class VerdictKind:
-    """One kind of verdict. css_class is one of the report's families: ok, limit, config, client, unknown."""
+    """One kind of verdict. css_class is one of the report's families: ok, limit, config, client, unknown.
+    `advice` are the recommendation pieces (recommend.py) it gives, in order."""
 
     key: str
     title: str
     css_class: str
-    recommend: Callable[[Situation], list[str]]
+    advice: tuple[Advice, ...]
+
+    def recommend(self, s: Situation) -> list[str]:
+        """Every piece's sentences, in order, each once."""
+        return list(dict.fromkeys(text for piece in self.advice for text in piece(s)))
 
 
 @dataclass
@@ -55,37 +63,74 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-GENERATOR_BOUND = VerdictKind(
-    "generator-bound", "generator-bound: the load generator was the limit", "client",
-    recommend.for_generator_bound,
-)  # fmt: skip
-QUEUEING = VerdictKind(
-    "queueing", "queueing / under-provisioned: the server is saturated and requests wait in its queue",
-    "limit", recommend.for_queueing,
-)  # fmt: skip
-COMPUTE_CPU = VerdictKind("compute-bound-cpu", "compute-bound on CPU", "limit", recommend.for_compute_cpu)
-COMPUTE_GPU = VerdictKind("compute-bound-gpu", "compute-bound on GPU", "limit", recommend.for_compute_gpu)
-HOST_BOUND = VerdictKind(
-    "host-bound", "host-bound: the GPU idles while the host CPU is saturated", "limit",
-    recommend.for_host_bound,
-)  # fmt: skip
-BATCHING_DELAY = VerdictKind(
-    "batching-delay-bound", "batching-delay-bound: the batch window is longer than the load needs", "config",
-    recommend.for_batching_delay,
-)  # fmt: skip
-SERIALIZATION = VerdictKind(
-    "serialization-bound", "serialization/network-bound: time goes outside queue and compute", "config",
-    recommend.for_serialization,
-)  # fmt: skip
-HEALTHY = VerdictKind("healthy", "healthy: objective met with headroom", "ok", recommend.for_healthy)
-UNDETERMINED = VerdictKind(
-    "undetermined", "undetermined: not enough measurements", "unknown", recommend.for_undetermined
-)
+# ---- The kinds, each with the recommendations it gives (pieces from recommend.py, in order) ---------
 
+
+GENERATOR_BOUND = VerdictKind(
+    "generator-bound",
+    "generator-bound: the load generator was the limit",
+    "client",
+    (advice.more_generators, advice.shorter_window, advice.variants),
+)
+QUEUEING = VerdictKind(
+    "queueing",
+    "queueing / under-provisioned: the server is saturated and requests wait in its queue",
+    "limit",
+    (advice.shorter_window, advice.queueing, advice.bigger_batches, advice.variants),
+)
+COMPUTE_CPU = VerdictKind(
+    "compute-bound-cpu",
+    "compute-bound on CPU",
+    "limit",
+    (advice.shorter_window, advice.bigger_batches, advice.variants),
+)
+COMPUTE_GPU = VerdictKind(
+    "compute-bound-gpu",
+    "compute-bound on GPU",
+    "limit",
+    (advice.shorter_window, advice.bigger_batches, advice.gpu_replica, advice.variants),
+)
+HOST_BOUND = VerdictKind(
+    "host-bound",
+    "host-bound: the GPU idles while the host CPU is saturated",
+    "limit",
+    (advice.shorter_window, advice.bigger_batches, advice.less_host_work, advice.variants),
+)
+BATCHING_DELAY = VerdictKind(
+    "batching-delay-bound",
+    "batching-delay-bound: the batch window is longer than the load needs",
+    "config",
+    (advice.shorter_window_or_batching_off, advice.variants),
+)
+SERIALIZATION = VerdictKind(
+    "serialization-bound",
+    "serialization/network-bound: time goes outside queue and compute",
+    "config",
+    (advice.shorter_window, advice.cheaper_transport, advice.variants),
+)
+HEALTHY = VerdictKind(
+    "healthy",
+    "healthy: objective met with headroom",
+    "ok",
+    (advice.shorter_window, advice.variants, advice.headroom),
+)
+UNDETERMINED = VerdictKind(
+    "undetermined",
+    "undetermined: not enough measurements",
+    "unknown",
+    (advice.shorter_window, advice.record_metrics, advice.variants),
+)
 _ALL_KINDS = (
-    GENERATOR_BOUND, QUEUEING, COMPUTE_CPU, COMPUTE_GPU, HOST_BOUND, BATCHING_DELAY, SERIALIZATION,
-    HEALTHY, UNDETERMINED,
-)  # fmt: skip
+    GENERATOR_BOUND,
+    QUEUEING,
+    COMPUTE_CPU,
+    COMPUTE_GPU,
+    HOST_BOUND,
+    BATCHING_DELAY,
+    SERIALIZATION,
+    HEALTHY,
+    UNDETERMINED,
+)
 KINDS: dict[str, VerdictKind] = {kind.key: kind for kind in _ALL_KINDS}
 
 

@@ -42,7 +42,7 @@ def judge(ctx: Context) -> Verdict:
         based_on_steps=[s.peak.step_index],
         evidence={**_evidence(s), **finding.evidence},
         reasons=finding.reasons,
-        recommendations=list(dict.fromkeys(kind.recommend(s))),
+        recommendations=kind.recommend(s),
         flagged_steps=sorted({f.step_index for f in ctx.flags}),
     )
 

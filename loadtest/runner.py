@@ -179,6 +179,15 @@ def _generator_status(samples_dir: Path, start_s: float, end_s: float) -> dict[s
     return status
 
 
+def _launch(
+    settings: LocustSettings, out_dir: Path, prefix: str, run_time_s: float
+) -> tuple[LocustRun, SampleReader]:
+    """Start Locust on an empty samples folder, and the reader of what it records."""
+    if settings.samples_dir.exists():
+        shutil.rmtree(settings.samples_dir)
+    return LocustRun(settings, out_dir, prefix, run_time_s), SampleReader(settings.samples_dir)
+
+
 def run_step(
     settings: LocustSettings,
     timing: StepTiming,
@@ -195,11 +204,8 @@ def run_step(
     Raises:
         StepFailed: Locust exited before sending a request, or sent none within a minute.
     """
-    if settings.samples_dir.exists():
-        shutil.rmtree(settings.samples_dir)
     run_time_s = FIRST_SAMPLE_TIMEOUT_S + timing.warmup_s + timing.max_windows() * timing.window_s + 30.0
-    locust = LocustRun(settings, out_dir, prefix, run_time_s)
-    reader = SampleReader(settings.samples_dir)
+    locust, reader = _launch(settings, out_dir, prefix, run_time_s)
     try:
         first_s = _first_sample(locust, reader)
         return _measure(
@@ -234,13 +240,9 @@ def run_ramp(
     Each level lasts warm-up + a fixed measurement (timing.fixed) + one second of slack, so the level's
     windows never straddle a change of load.
     """
-    if settings.samples_dir.exists():
-        shutil.rmtree(settings.samples_dir)
     phase_s = timing.warmup_s + timing.max_windows() * timing.window_s + 1.0
     settings.ramp = ramp_schedule(levels, phase_s)
-    run_time_s = FIRST_SAMPLE_TIMEOUT_S + phase_s * len(levels) + 30.0
-    locust = LocustRun(settings, out_dir, prefix, run_time_s)
-    reader = SampleReader(settings.samples_dir)
+    locust, reader = _launch(settings, out_dir, prefix, FIRST_SAMPLE_TIMEOUT_S + phase_s * len(levels) + 30.0)
     outcomes: list[StepOutcome] = []
     try:
         first_s = _first_sample(locust, reader)
