@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from analysis.steps import batching_enabled
 from servescope.results import StepRecord
 
-COMPONENTS = ("queueing_s", "batching_delay_s", "compute_s", "rest_s")
-
 
 @dataclass
 class Decomposition:

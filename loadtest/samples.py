@@ -16,7 +16,6 @@ import numpy as np
 
 SAMPLE_DTYPE = np.dtype([("end_s", "<f8"), ("latency_s", "<f8"), ("code", "<i4"), ("batch", "<i4")])
 SAMPLE_GLOB = "samples-*.bin"
-CPU_WARNING_GLOB = "cpu-warning-*.txt"
 
 # Status code values: gRPC codes by number, plus client-side outcomes that have no gRPC code.
 CODE_OK = 0

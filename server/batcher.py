@@ -153,10 +153,6 @@ class Batcher:
         """Requests waiting in the queue (not yet in a running batch)."""
         return len(self._queue)
 
-    @property
-    def running_batches(self) -> int:
-        return len(self._running)
-
     async def submit(self, inputs: Sequence[np.ndarray], deadline_s: float | None = None) -> BatchOutcome:
         """Queue one request (every input with the same batch dim first) and wait for its outputs.
 

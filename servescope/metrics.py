@@ -183,8 +183,6 @@ class ServerDeltas:
         return self.request_s_sum / self.requests if self.requests else None
 
 
-
-
 @dataclass(frozen=True)
 class Term:
     """One sample's increase over the step, restricted to some label values, times a scale."""
