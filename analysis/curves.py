@@ -20,7 +20,7 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from analysis.steps import describe_load, falls_short, latency_at, offered_load
+from analysis.steps import batching_enabled, describe_load, falls_short, latency_at, offered_load
 from analysis.thresholds import KNEE_MIN_LATENCY_GROWTH
 from servescope.results import StepRecord
 
@@ -80,7 +80,7 @@ def series_label(step: StepRecord) -> str:
     checks that the label changes), so two steps differing in any setting never share a series.
     """
     settings = step.server_settings
-    if settings.batching is False or (settings.max_batch_size is not None and settings.max_batch_size <= 1):
+    if not batching_enabled(step):
         batching = "batching off"
     elif settings.batching is None and settings.max_batch_size is None:
         batching = "batching unknown"  # a server that did not say (no ModelConfig)
