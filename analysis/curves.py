@@ -99,6 +99,8 @@ def series_label(step: StepRecord) -> str:
         parts.append(f"{settings.intra_op_threads} thread{'s' if settings.intra_op_threads != 1 else ''}")
     if settings.instances:
         parts.append(f"{settings.instances} instance{'s' if settings.instances != 1 else ''}")
+    if settings.workers:
+        parts.append(f"{settings.workers} worker{'s' if settings.workers != 1 else ''}")
     if settings.device:
         parts.append(settings.device)
     if settings.server != "servescope":

@@ -25,6 +25,17 @@ INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 DISTINCT_REQUESTS = 256
 
 
+def channel_options() -> list[tuple[str, int]]:
+    """gRPC channel options for a load client: no message size limit worth hitting, and a subchannel pool
+    of its own, so that several channels to one target really open several connections (by default
+    channels with equal arguments share one)."""
+    return [
+        ("grpc.max_receive_message_length", 64 << 20),
+        ("grpc.max_send_message_length", 64 << 20),
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+
+
 @dataclass(frozen=True)
 class LoadResult:
     """What one closed-loop run measured (only calls that started and ended inside the window)."""
@@ -89,21 +100,31 @@ async def run_load(
     input_name: str = "tokens",
     seed: int = 0,
     timeout_s: float = 30.0,
+    connections: int = 1,
 ) -> LoadResult:
-    """Keep `concurrency` calls in flight for warmup_s + duration_s; measure the last duration_s."""
+    """Keep `concurrency` calls in flight for warmup_s + duration_s; measure the last duration_s.
+
+    The calls are spread over `connections` channels, each its own TCP connection: a server whose
+    workers share a port (SO_REUSEPORT) is balanced by connection, not by call.
+    """
+    if connections < 1:
+        raise ValueError(f"connections must be >= 1, got {connections}")
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     if duration_s <= 0:
         raise ValueError(f"duration_s must be > 0, got {duration_s}")
     payloads = build_requests(model, batch_size=batch_size, input_name=input_name, seed=seed)
-    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
-        infer = channel.unary_unary(
-            INFER_METHOD,
-            request_serializer=lambda raw: raw,  # already serialized
-            response_deserializer=pb.ModelInferResponse.FromString,
-        )
-        await channel.channel_ready()
+    channels = [grpc.aio.insecure_channel(target, options=channel_options()) for _ in range(connections)]
+    try:
+        calls = [
+            channel.unary_unary(
+                INFER_METHOD,
+                request_serializer=lambda raw: raw,  # already serialized
+                response_deserializer=pb.ModelInferResponse.FromString,
+            )
+            for channel in channels
+        ]
+        await asyncio.gather(*(channel.channel_ready() for channel in channels))
         start_s = time.perf_counter()
         measure_from_s = start_s + warmup_s
         stop_s = measure_from_s + duration_s
@@ -111,6 +132,7 @@ async def run_load(
         errors: dict[str, int] = {}
 
         async def worker(offset: int) -> None:
+            infer = calls[offset % len(calls)]  # users spread evenly over the connections
             index = offset
             while True:
                 sent_s = time.perf_counter()
@@ -130,6 +152,8 @@ async def run_load(
                         errors[failed] = errors.get(failed, 0) + 1
 
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
     return LoadResult(
         completed=len(latencies),
         errors=errors,

@@ -303,6 +303,7 @@ def _one_step(
         seed=cfg.seed + index,
         timeout_s=cfg.timeout_s,
         max_inflight=cfg.max_inflight,
+        connections=cfg.connections,
         value_ranges=value_ranges(metadata),
     )
     try:

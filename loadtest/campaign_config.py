@@ -44,6 +44,7 @@ class CampaignConfig:
     rates_rps: list[float]
     arrival: str
     max_inflight: int
+    connections: int
     workers: int
     servers: list[ServeFlags]
     warmup_s: float
@@ -87,6 +88,7 @@ _SCHEMA: dict[str, Any] = {
         "rates_rps": [],
         "arrival": "poisson",
         "max_inflight": 1000,
+        "connections": 8,
         "workers": 0,
     },
     "server": [{"batching": True}],
@@ -224,6 +226,7 @@ def parse_campaign_config(
         rates_rps=rates,
         arrival=c.string("load.arrival", load["arrival"], ARRIVALS),
         max_inflight=c.integer("load.max_inflight", load["max_inflight"], 1),
+        connections=c.integer("load.connections", load["connections"], 1),
         workers=c.integer("load.workers", load["workers"], 0),
         servers=servers,
         warmup_s=warmup_s,
@@ -254,6 +257,8 @@ def _server_setting(c: _Checker, key: str, value: Any) -> ServeFlags:
             kwargs[name] = c.string(where, v, DEVICES)
         elif name == "max_queue_delay_us":
             kwargs[name] = c.integer(where, v, 0)
+        elif name == "workers" and v == "auto":
+            kwargs[name] = v
         else:
             kwargs[name] = c.integer(where, v, 1)
     return ServeFlags(**kwargs)

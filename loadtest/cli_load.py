@@ -25,6 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=0, help="Locust worker processes on this machine (0: one process)"
     )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        help="gRPC connections per Locust process, users dealt over them (a server whose workers share a "
+        "port balances connections, not requests)",
+    )
     parser.add_argument("--output", type=Path, required=True, help="folder to write (must be new)")
     parser.add_argument(
         "--metrics-url", default=None, help="the server's Prometheus URL, for server-side deltas"
@@ -74,6 +81,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.workers < 0:
         raise UsageError(f"--workers {args.workers}: must not be negative")
+    if args.connections < 1:
+        raise UsageError(f"--connections {args.connections}: must be at least 1")
     if args.max_inflight < 1:
         raise UsageError(f"--max-inflight {args.max_inflight}: must be at least 1")
     if args.ramp_steps < 1:
@@ -97,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         arrival=args.arrival,
         max_inflight=args.max_inflight,
+        connections=args.connections,
         payload=args.payload,
         timeout_s=args.timeout_s,
         seed=args.seed,

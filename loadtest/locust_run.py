@@ -35,6 +35,7 @@ class LocustSettings:
     timeout_s: float = 30.0
     max_inflight: int = 1000
     value_ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    connections: int = 8  # gRPC connections per Locust process
     ramp: list[dict[str, float]] = field(default_factory=list)
 
     def locust_users(self) -> int:
@@ -58,6 +59,7 @@ class LocustSettings:
             "timeout_s": self.timeout_s,
             "max_inflight": self.max_inflight,
             "value_ranges": self.value_ranges,
+            "connections": self.connections,
             "ramp": self.ramp,
         }
         return json.dumps(config)

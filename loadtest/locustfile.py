@@ -7,6 +7,7 @@ passes one JSON object with `--servescope-config` (Locust forwards it from a mas
     target, model, batch_size, payload ("auto"|"tokens"|"random"), seed, samples_dir, timeout_s,
     mode ("closed"|"open"), rate_rps (total, open loop), users (open loop: users sharing the rate),
     arrival ("constant"|"poisson"), max_inflight (open loop, per user), value_ranges ({input: [min, max]}),
+    connections (gRPC connections per Locust process),
     ramp (optional list of {"until_s", "users", "rate_rps"}: the step shape, see shape_steps.py)
 
 Every request fires exactly one Locust request event (perf_counter timing, milliseconds) and appends
@@ -68,7 +69,9 @@ class _Process:
 
     def __init__(self) -> None:
         self.config: dict[str, Any] = {}
-        self.stub: pb_grpc.GRPCInferenceServiceStub | None = None
+        self.stub: pb_grpc.GRPCInferenceServiceStub | None = None  # for ModelMetadata
+        self.stubs: list[pb_grpc.GRPCInferenceServiceStub] = []  # one per connection
+        self.users = 0
         self.requests: list[pb.ModelInferRequest] = []
         self.next_request = 0
         self.buffer: list[tuple[float, float, int, int]] = []
@@ -105,11 +108,20 @@ class _Process:
             tag = f"{socket.gethostname()}-{os.getpid()}"
             self.samples_path = folder / f"samples-{tag}.bin"
             self.status_path = folder / f"status-{tag}.json"
-            channel = grpc.insecure_channel(
-                self.config["target"],
-                options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)],
-            )
-            self.stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            # Several connections: a server whose workers share a port is balanced by connection. A
+            # subchannel pool of its own makes each channel its own TCP connection.
+            options = [
+                ("grpc.max_send_message_length", -1),
+                ("grpc.max_receive_message_length", -1),
+                ("grpc.use_local_subchannel_pool", 1),
+            ]
+            self.stubs = [
+                pb_grpc.GRPCInferenceServiceStub(
+                    grpc.insecure_channel(self.config["target"], options=options)
+                )
+                for _ in range(max(1, int(self.config.get("connections", 1))))
+            ]
+            self.stub = self.stubs[0]
             self.ready = True
             self.flusher = gevent.spawn(self._flush_forever)
         self.build_payloads()
@@ -156,6 +168,12 @@ class _Process:
                 self.retry_at = time.monotonic() + RETRY_S
                 self.write_status()
                 return self.setup_code
+
+    def next_stub(self) -> pb_grpc.GRPCInferenceServiceStub:
+        """The connection for a new user: users are dealt over the connections in turn."""
+        stub = self.stubs[self.users % len(self.stubs)]
+        self.users += 1
+        return stub
 
     def take_request(self) -> pb.ModelInferRequest | None:
         if not self.requests:
@@ -236,12 +254,14 @@ def _current_target(config: dict[str, Any], key: str, default: float) -> float:
 
 
 class _KServeUser(User):
-    """Holds nothing per user: the channel and payloads are per process (HTTP/2 multiplexes users)."""
+    """Holds only its connection: channels and payloads are per process, users are dealt over the
+    process's connections (HTTP/2 multiplexes the users of one connection)."""
 
     abstract = True
 
     def on_start(self) -> None:
         PROCESS.setup(self.environment)
+        self.stub = PROCESS.next_stub()
 
     def call(self) -> int:
         """One ModelInfer call, timed with perf_counter, reported once to Locust and once to samples."""
@@ -258,7 +278,7 @@ class _KServeUser(User):
             exception = GrpcStatusError(code_name(code), PROCESS.status["setup_error"] or "no payload")
         else:
             try:
-                response = PROCESS.stub.ModelInfer(request, timeout=timeout_s)
+                response = self.stub.ModelInfer(request, timeout=timeout_s)
                 length = sum(len(c) for c in response.raw_output_contents)
                 code = CODE_OK
             except grpc.RpcError as exc:

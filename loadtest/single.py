@@ -49,6 +49,7 @@ class LoadRequest:
     workers: int = 0
     arrival: str = "poisson"
     max_inflight: int = 1000
+    connections: int = 8
     payload: str = "auto"
     timeout_s: float = 30.0
     seed: int = 0
@@ -120,6 +121,7 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
         seed=request.seed,
         timeout_s=request.timeout_s,
         max_inflight=request.max_inflight,
+        connections=request.connections,
         value_ranges=value_ranges(metadata),
     )
     timing = StepTiming(

@@ -14,6 +14,7 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +28,12 @@ from server.batcher import BatchSettings
 from server.dataplane import DataPlane
 from server.gpu import gpu_count
 from server.http import MetricsHttpServer
+from server.loop_monitor import LoopMonitor
 from server.metrics import ServerMetrics
 from server.model import CPU, ModelRunner, RuntimeOptions
 from server.servicer import ErrorStatusInterceptor, InferenceServicer, add_to_server
+from server.shared_stats import SharedStats
+from servescope import metrics as contract
 from servescope.protocol import POOL, SERVICE_NAME
 from servescope.protocol import model_config_pb2 as mc
 from servescope.repository import ModelEntry, RepositoryError, list_models
@@ -48,7 +52,7 @@ class ServerOptions:
     models: tuple[str, ...] = ()
     host: str = "0.0.0.0"
     grpc_port: int = 8001
-    metrics_port: int = 8002
+    metrics_port: int | None = 8002
     device: str = "auto"
     max_batch_size: int | None = None
     max_queue_delay_us: int | None = None
@@ -63,6 +67,13 @@ class ServerOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     extra_grpc_options: tuple[tuple[str, int], ...] = field(default=())
+    # Several worker processes (server/supervisor.py): their count, and each worker's own part. A
+    # worker shares the gRPC port (SO_REUSEPORT), serves no metrics port (metrics_port None: the
+    # supervisor serves the whole server's) and shares its statistics through shared_dir.
+    workers: int = 1
+    worker_index: int = 0
+    reuse_port: bool = False
+    shared_dir: Path | None = None
 
 
 def batch_settings(config: mc.ModelConfig, options: ServerOptions) -> BatchSettings:
@@ -119,11 +130,35 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
 class Server:
     """One servescope server: models, gRPC service, health, reflection, metrics HTTP."""
 
-    def __init__(self, options: ServerOptions, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        options: ServerOptions,
+        registry: CollectorRegistry | None = None,
+        *,
+        before_ready: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Args:
+        before_ready: awaited once every model is loaded, before the server turns ready (a worker waits
+            there for the other workers).
+        """
         self.options = options
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = ServerMetrics(self.registry)
-        self.core = DataPlane(self.metrics)
+        self.metrics = ServerMetrics(self.registry, worker=options.worker_index)
+        self.shared = (
+            SharedStats(options.shared_dir, options.worker_index) if options.shared_dir is not None else None
+        )
+        self.core = DataPlane(
+            self.metrics,
+            workers=options.workers,
+            whole_server=self.shared.whole_server if self.shared is not None else None,
+        )
+        self._before_ready = before_ready
+        worker = self.metrics.worker
+        self._monitor = LoopMonitor(
+            self.metrics[contract.EVENT_LOOP_LAG].labels(worker=worker),
+            self.metrics[contract.WORKER_CPU].labels(worker=worker),
+            contract.LOOP_TICK_S,
+        )
         self.grpc_port = 0
         self.metrics_port = 0
         self._live = False
@@ -157,7 +192,7 @@ class Server:
             options=[
                 ("grpc.max_receive_message_length", options.max_message_bytes),
                 ("grpc.max_send_message_length", options.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if options.reuse_port else 0),
                 *options.extra_grpc_options,
             ],
         )
@@ -179,16 +214,21 @@ class Server:
         except RuntimeError as exc:
             raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
         await self._grpc.start()
+        self._monitor.start()
         try:
-            try:
-                self.metrics_port = await self._http.start(options.host, options.metrics_port)
-            except OSError as exc:
-                raise OSError(f"cannot listen for metrics HTTP on {options.host}:{options.metrics_port}: "
-                              f"{exc.strerror or exc}") from exc  # fmt: skip
+            if options.metrics_port is not None:
+                try:
+                    self.metrics_port = await self._http.start(options.host, options.metrics_port)
+                except OSError as exc:
+                    raise OSError(f"cannot listen for metrics HTTP on {options.host}:{options.metrics_port}: "
+                                  f"{exc.strerror or exc}") from exc  # fmt: skip
             self._live = True
-            log.info("listening: gRPC %s:%d, metrics http://%s:%d/metrics", options.host, self.grpc_port,
-                     options.host, self.metrics_port)  # fmt: skip
+            log.info("listening: gRPC %s:%d, metrics %s", options.host, self.grpc_port,
+                     f"http://{options.host}:{self.metrics_port}/metrics" if self.metrics_port
+                     else "through the supervisor")  # fmt: skip
             await self._load(entries)
+            if self._before_ready is not None:
+                await self._before_ready()
         except BaseException:
             await self._abort_start()
             raise
@@ -197,6 +237,8 @@ class Server:
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         if options.ready_file is not None:
             write_ready_file(options.ready_file, self.grpc_port, self.metrics_port)
+        if self.shared is not None:
+            self.shared.start(lambda: [served.stats for served in self.core.models.values()])
         log.info("ready: %d model(s) loaded and warmed up", len(self.core.models))
         return self.grpc_port, self.metrics_port
 
@@ -208,7 +250,7 @@ class Server:
         for entry in entries:
             settings = batch_settings(entry.config, options)
             runtime = RuntimeOptions(
-                options.device, options.intra_op_threads, settings.max_concurrent_batches
+                options.device, options.intra_op_threads, settings.max_concurrent_batches, options.workers
             )
             runner = await loop.run_in_executor(None, ModelRunner, entry, None, runtime)
             warm_sizes = {1, settings.max_batch_size, *settings.preferred_batch_sizes}
@@ -229,6 +271,7 @@ class Server:
         if self._grpc is not None:
             await self._grpc.stop(grace=None)
         self._live = False
+        await self._monitor.stop()
         await self._http.stop()
         await self.core.close()
 
@@ -255,6 +298,9 @@ class Server:
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
         self._live = False
+        await self._monitor.stop()
+        if self.shared is not None:
+            await self.shared.stop([served.stats for served in self.core.models.values()])
         await self._http.stop()
         await self.core.close()
         return drained

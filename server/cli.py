@@ -49,6 +49,22 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    return _positive(text)
+
+
+def auto_workers(device: str) -> int:
+    """--workers auto: one worker per core this process may use (CPU affinity), at most 8; on a GPU at
+    most 2, since every worker holds its own CUDA context and splits the batches (docs/server.md)."""
+    from server.gpu import gpu_count
+    from server.model import available_cores
+
+    on_gpu = device == "cuda" or (device == "auto" and gpu_count() > 0)
+    return max(1, min(available_cores(), 2 if on_gpu else 8))
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -131,7 +147,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--intra-op-threads",
         type=_non_negative,
         default=_env("intra-op-threads", "0"),
-        help="ONNX Runtime threads per execution (0: half the CPU cores / instances, 1 to 4)",
+        help="ONNX Runtime threads per execution (0: half the CPU cores / (instances x workers), 1 to 4)",
+    )
+    add(
+        "--workers",
+        type=_workers,
+        default=_env("workers", "auto"),
+        metavar="N|auto",
+        help="server processes sharing the gRPC port, each with its own event loop, batchers and sessions "
+        "(auto: one per available core, at most 8; 2 on a GPU)",
     )
     add(
         "--grace-period-s",
@@ -192,6 +216,7 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
         max_message_bytes=args.max_message_bytes,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        workers=auto_workers(args.device) if args.workers == "auto" else int(args.workers),
     )
 
 
@@ -202,6 +227,10 @@ def run(args: argparse.Namespace) -> int:
 
     options = options_from_args(args)
     try:
+        if options.workers > 1:
+            from server.supervisor import serve_workers
+
+            return serve_workers(options, getattr(args, "log_level", "INFO"))
         return serve(options)
     except RepositoryError as exc:
         raise UsageError(str(exc)) from exc

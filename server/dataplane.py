@@ -31,8 +31,21 @@ _REJECT_REASON = {"RESOURCE_EXHAUSTED": "queue_full", "INVALID_ARGUMENT": "inval
 class DataPlane:
     """Every served model, and the server's readiness."""
 
-    def __init__(self, metrics: ServerMetrics, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        clock: Callable[[], float] = time.perf_counter,
+        *,
+        workers: int = 1,
+        whole_server: Callable[[list[ModelStats]], list[ModelStats]] | None = None,
+    ) -> None:
+        """Args:
+        workers: worker processes of the server (reported in each model's ModelConfig).
+        whole_server: turns this process's statistics into the whole server's (several workers).
+        """
         self.metrics = metrics
+        self.workers = workers
+        self.whole_server = whole_server
         self.models: dict[str, ServedModel] = {}
         self.loading: set[str] = set()  # models named for loading that are not loaded yet
         self.ready = False
@@ -43,7 +56,7 @@ class DataPlane:
         self._inflight = 0
 
     def add_model(self, runner: ModelRunner, settings: BatchSettings) -> ServedModel:
-        served = ServedModel(runner, settings, self.metrics)
+        served = ServedModel(runner, settings, self.metrics, self.workers)
         self.models[served.name] = served
         self.loading.discard(served.name)
         return served
@@ -152,7 +165,8 @@ class DataPlane:
 
     def statistics(self, name: str = "", version: str = "") -> list[ModelStats]:
         chosen = [self.model(name, version)] if name else [self.models[n] for n in sorted(self.models)]
-        return [served.stats for served in chosen]
+        own = [served.stats for served in chosen]
+        return self.whole_server(own) if self.whole_server is not None else own
 
     def repository_index(self, ready_only: bool) -> list[IndexEntry]:
         if ready_only and not self.ready:

@@ -24,7 +24,9 @@ def create(metric: contract.Metric, registry: CollectorRegistry) -> Any:
         return Counter(metric.name, metric.help, metric.labels, registry=registry)
     if metric.kind == "histogram":
         return Histogram(metric.name, metric.help, metric.labels, buckets=metric.buckets, registry=registry)
-    return Gauge(metric.name, metric.help, metric.labels, registry=registry)
+    return Gauge(
+        metric.name, metric.help, metric.labels, registry=registry, multiprocess_mode=metric.multiprocess_mode
+    )
 
 
 class ServerMetrics:
@@ -32,10 +34,19 @@ class ServerMetrics:
     `metrics[contract.BATCHES].labels(model=...)`. A metric added to the contract exists here at once."""
 
     def __init__(
-        self, registry: CollectorRegistry, *, process_metrics: bool = True, gpu: bool = True
+        self,
+        registry: CollectorRegistry,
+        *,
+        process_metrics: bool = True,
+        gpu: bool = True,
+        worker: int = 0,
     ) -> None:
         self.registry = registry
+        self.worker = str(worker)
         self._metrics = {metric.name: create(metric, registry) for metric in contract.SERVER_METRICS}
+        for metric in contract.SERVER_METRICS:
+            if metric.labels == (contract.WORKER_LABEL,):
+                self[metric].labels(worker=self.worker)
         if process_metrics:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)

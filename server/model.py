@@ -61,21 +61,32 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How sessions run: device ("auto", "cpu", "cuda"), threads, concurrent batch executions."""
+    """How sessions run: device ("auto", "cpu", "cuda"), threads, concurrent batch executions, and how many
+    worker processes of the server share the machine."""
 
     device: str = "auto"
-    intra_op_threads: int = 0  # 0: default_intra_op_threads(instances)
+    intra_op_threads: int = 0  # 0: default_intra_op_threads(instances * workers)
     instances: int = 1
+    workers: int = 1
 
 
-def default_intra_op_threads(instances: int) -> int:
-    """Half the cores shared among the concurrent executions, at most 4 each, at least 1.
+def default_intra_op_threads(executions: int) -> int:
+    """Half the cores shared among the concurrent executions (instances x workers), at most 4 each, at
+    least 1.
 
     The other half stays with gRPC and the event loop, which cost about as much CPU per request as a
     small model's compute. Beyond 4 threads a small model's batches gain little (measured: on 2 cores,
     2 threads cost 1.6x the CPU of 1 thread per batch-1 inference and 1.2-1.5x at batch 8-32).
     """
-    return max(1, min(4, (os.cpu_count() or 1) // (2 * max(1, instances))))
+    return max(1, min(4, available_cores() // (2 * max(1, executions))))
+
+
+def available_cores() -> int:
+    """The cores this process may run on (CPU affinity), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def tensor_specs(entry: ModelEntry) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -160,7 +171,7 @@ class ModelRunner:
         self.version = version
         self.inputs, self.outputs = tensor_specs(entry)
         self.max_batch_size = int(entry.config.max_batch_size)
-        threads = options.intra_op_threads or default_intra_op_threads(options.instances)
+        threads = options.intra_op_threads or default_intra_op_threads(options.instances * options.workers)
         self.intra_op_threads = threads
         path = entry.model_file(version)
         if not path.is_file():

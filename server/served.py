@@ -51,8 +51,11 @@ class ModelStats:
 class ServedModel:
     """One model as served; the data plane counts each request here once, by its status code name."""
 
-    def __init__(self, runner: ModelRunner, settings: BatchSettings, metrics: ServerMetrics) -> None:
+    def __init__(
+        self, runner: ModelRunner, settings: BatchSettings, metrics: ServerMetrics, workers: int = 1
+    ) -> None:
         self.runner = runner
+        self.workers = workers
         self.name = runner.name
         self.version = str(runner.version)
         self.settings = settings
@@ -108,6 +111,7 @@ class ServedModel:
             config,
             adaptive_delay=self.settings.adaptive_delay,
             intra_op_threads=self.runner.intra_op_threads,
+            workers=self.workers,
         )
         return config
 

@@ -29,6 +29,10 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 REJECT_REASONS = ("queue_full", "deadline", "invalid", "draining", "cancelled")
 
 Kind = Literal["counter", "gauge", "histogram"]
+# How a gauge is combined over the worker processes of one server (prometheus_client's multiprocess
+# mode): "livesum" adds the live workers' values, "max" takes the largest.
+GaugeMode = Literal["livesum", "max", "mostrecent"]
+WORKER_LABEL = "worker"
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Metric:
     help: str
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
+    multiprocess_mode: GaugeMode = "livesum"  # gauges only
 
     @property
     def count(self) -> str:
@@ -86,7 +91,7 @@ INFERENCES = Metric(
 BATCHES = Metric("servescope_batches_total", "counter", "Executed batches", (MODEL_LABEL,))
 QUEUE_DEPTH = Metric(
     "servescope_queue_depth", "gauge", "Requests waiting in the batching queue", (MODEL_LABEL,)
-)
+)  # summed over live workers
 INFLIGHT = Metric(
     "servescope_inflight_requests", "gauge", "Requests inside the server (queued or computing)",
     (MODEL_LABEL,),
@@ -98,13 +103,34 @@ REJECTED = Metric(
 # A labelled gauge at 1 rather than an Info metric: Info cannot be aggregated across processes.
 MODEL_INFO = Metric(
     "servescope_model_info", "gauge", "Loaded model: version, precision, execution provider (value 1)",
-    (MODEL_LABEL, "version", "precision", "provider"),
+    (MODEL_LABEL, "version", "precision", "provider"), multiprocess_mode="max",
+)  # fmt: skip
+# Per worker process (label `worker`: 0..workers-1, so bounded): how late the event loop runs a timer
+# that should fire every LOOP_TICK_S (a saturated front end runs it late), and the worker's CPU time.
+LOOP_TICK_S = 0.05
+EVENT_LOOP_LAG = Metric(
+    "servescope_event_loop_lag_seconds", "histogram",
+    f"How late a timer due every {LOOP_TICK_S * 1000:g} ms fired on the worker's event loop",
+    (WORKER_LABEL,), LATENCY_BUCKETS_S,
+)  # fmt: skip
+WORKER_CPU = Metric(
+    "servescope_worker_cpu_seconds_total", "counter", "CPU time of the worker process, all its threads",
+    (WORKER_LABEL,),
 )  # fmt: skip
 
 SERVER_METRICS = (
     REQUESTS, REQUEST_DURATION, QUEUE_DURATION, COMPUTE_DURATION, BATCH_SIZE, INFERENCES, BATCHES,
-    QUEUE_DEPTH, INFLIGHT, REJECTED, MODEL_INFO,
+    QUEUE_DEPTH, INFLIGHT, REJECTED, MODEL_INFO, EVENT_LOOP_LAG, WORKER_CPU,
 )  # fmt: skip
+
+# Exported by the supervising process of a multi-worker server (server/supervisor.py).
+WORKER_RESTARTS = Metric(
+    "servescope_worker_restarts_total", "counter", "Worker processes restarted after they died"
+)
+WORKERS_LIVE = Metric(
+    "servescope_workers", "gauge", "Worker processes running and ready", multiprocess_mode="max"
+)
+SUPERVISOR_METRICS = (WORKER_RESTARTS, WORKERS_LIVE)
 
 # Read from NVML at scrape time (server/gpu.py); present only where NVML finds a GPU.
 GPU_UTILIZATION = Metric(
@@ -119,7 +145,7 @@ GPU_METRICS = (GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL, GPU_POWER)
 PROCESS_CPU = Metric("process_cpu_seconds_total", "counter", "Total user and system CPU time in seconds")
 PROCESS_MEMORY = Metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes")
 
-ALL_METRICS = (*SERVER_METRICS, *GPU_METRICS, PROCESS_CPU, PROCESS_MEMORY)
+ALL_METRICS = (*SERVER_METRICS, *SUPERVISOR_METRICS, *GPU_METRICS, PROCESS_CPU, PROCESS_MEMORY)
 
 
 def metric_names() -> set[str]:

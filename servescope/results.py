@@ -20,7 +20,7 @@ from typing import Any
 from servescope.metrics import ServerDeltas  # re-exported: step records hold it
 
 SCHEMA_VERSION = 2
-# Version 1 lacked ServerSettings.intra_op_threads; its records read with that field as None.
+# Version 1 lacked ServerSettings.intra_op_threads and .workers; its records read with them as None.
 READABLE_VERSIONS = (1, 2)
 CAMPAIGN_FILE = "campaign.json"
 STEPS_FILE = "steps.jsonl"
@@ -61,6 +61,7 @@ class ServerSettings:
     # False means the delay is always waited out (Triton's behaviour). None: unknown or not servescope.
     adaptive_delay: bool | None = None
     intra_op_threads: int | None = None  # ONNX Runtime threads per execution
+    workers: int | None = None  # server worker processes
     server: str = "servescope"  # ServerMetadata's name ("servescope", "triton", ...) or "unknown"
 
 

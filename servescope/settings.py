@@ -18,6 +18,7 @@ from servescope.results import ServerSettings
 
 PARAM_ADAPTIVE_DELAY = "servescope.adaptive_delay"
 PARAM_INTRA_OP_THREADS = "servescope.intra_op_threads"
+PARAM_WORKERS = "servescope.workers"
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -33,6 +34,7 @@ class ServeFlags:
     instances: int | None = None
     intra_op_threads: int | None = None
     device: str | None = None
+    workers: int | str | None = None  # a number, or "auto"
 
     def argv(self) -> list[str]:
         """The `servescope serve` flags for this configuration (server/cli.py defines them)."""
@@ -48,6 +50,7 @@ class ServeFlags:
             "--instances": self.instances,
             "--intra-op-threads": self.intra_op_threads,
             "--device": self.device,
+            "--workers": self.workers,
         }
         for flag, value in values.items():
             if value is not None:
@@ -72,6 +75,8 @@ class ServeFlags:
             parts.append(f"{self.intra_op_threads} thread(s)")
         if self.device is not None:
             parts.append(self.device)
+        if self.workers is not None:
+            parts.append(f"{self.workers} worker(s)")
         return ", ".join(parts)
 
     @classmethod
@@ -100,10 +105,13 @@ def serve_argv(
     return args + flags.argv()
 
 
-def write_parameters(config: mc.ModelConfig, *, adaptive_delay: bool, intra_op_threads: int) -> None:
+def write_parameters(
+    config: mc.ModelConfig, *, adaptive_delay: bool, intra_op_threads: int, workers: int
+) -> None:
     """Record in a ModelConfig's parameters what Triton's fields cannot say."""
     config.parameters[PARAM_ADAPTIVE_DELAY].string_value = "true" if adaptive_delay else "false"
     config.parameters[PARAM_INTRA_OP_THREADS].string_value = str(intra_op_threads)
+    config.parameters[PARAM_WORKERS].string_value = str(workers)
 
 
 def _parameter(config: mc.ModelConfig, key: str) -> str | None:
@@ -123,6 +131,7 @@ def settings_from_config(config: mc.ModelConfig, server: str, device: str | None
         device = "cpu"
     adaptive = _parameter(config, PARAM_ADAPTIVE_DELAY)
     threads = _parameter(config, PARAM_INTRA_OP_THREADS)
+    workers = _parameter(config, PARAM_WORKERS)
     return ServerSettings(
         batching=batching,
         max_batch_size=int(config.max_batch_size) or None,
@@ -134,5 +143,6 @@ def settings_from_config(config: mc.ModelConfig, server: str, device: str | None
         device=device,
         adaptive_delay=(adaptive == "true") if batching and adaptive is not None else None,
         intra_op_threads=int(threads) if threads is not None and threads.isdigit() else None,
+        workers=int(workers) if workers is not None and workers.isdigit() else None,
         server=server,
     )

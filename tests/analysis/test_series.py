@@ -9,14 +9,14 @@ from servescope.results import ServerSettings
 
 BASE = ServerSettings(
     batching=True, max_batch_size=64, max_queue_delay_us=2000, preferred_batch_sizes=[8, 64],
-    max_queue_size=0, instances=1, device="cpu", adaptive_delay=True, intra_op_threads=1,
+    max_queue_size=0, instances=1, device="cpu", adaptive_delay=True, intra_op_threads=1, workers=1,
     server="servescope",
 )  # fmt: skip
 # Another value for each field; a field added to ServerSettings must be added here.
 OTHER = {
     "batching": False, "max_batch_size": 32, "max_queue_delay_us": 500, "preferred_batch_sizes": [16],
     "max_queue_size": 16, "instances": 2, "device": "cuda", "adaptive_delay": False,
-    "intra_op_threads": 2, "server": "triton",
+    "intra_op_threads": 2, "workers": 2, "server": "triton",
 }  # fmt: skip
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 
-from server.cli import add_arguments, options_from_args
+from server.cli import add_arguments, auto_workers, options_from_args
 from servescope.protocol import model_config_pb2 as mc
 from servescope.settings import ServeFlags, serve_argv, settings_from_config, write_parameters
 
@@ -27,6 +27,8 @@ def parse_serve(argv: list[str]):
         ServeFlags(batching=False),
         ServeFlags(adaptive_delay=False, max_batch_size=16, max_queue_delay_us=0, max_queue_size=8),
         ServeFlags(instances=2, intra_op_threads=3, device="cpu"),
+        ServeFlags(workers=3),
+        ServeFlags(workers="auto"),
     ],
 )
 def test_serve_argv_is_understood_by_serve_as_asked(tmp_path: Path, flags: ServeFlags) -> None:
@@ -43,13 +45,17 @@ def test_serve_argv_is_understood_by_serve_as_asked(tmp_path: Path, flags: Serve
     assert options.instances == flags.instances
     assert options.intra_op_threads == (flags.intra_op_threads or 0)
     assert options.device == (flags.device or "auto")
+    if flags.workers is None or flags.workers == "auto":
+        assert options.workers == auto_workers(options.device)
+    else:
+        assert options.workers == flags.workers
 
 
 def test_every_serve_flag_field_reaches_the_command_line(tmp_path: Path) -> None:
     base = serve_argv(["s"], "r", [], ServeFlags())
     changed = {
         "batching": False, "adaptive_delay": False, "max_batch_size": 4, "max_queue_delay_us": 5,
-        "max_queue_size": 6, "instances": 2, "intra_op_threads": 3, "device": "cpu",
+        "max_queue_size": 6, "instances": 2, "intra_op_threads": 3, "device": "cpu", "workers": 2,
     }  # fmt: skip
     assert set(changed) == ServeFlags.keys(), "a new ServeFlags field needs a value here"
     for name, value in changed.items():
@@ -78,9 +84,9 @@ def test_settings_from_a_triton_config_take_every_field_as_given() -> None:
 
 def test_settings_from_servescope_parameters_and_batching_off() -> None:
     config = text_format.Parse(TRITON_CONFIG, mc.ModelConfig())
-    write_parameters(config, adaptive_delay=False, intra_op_threads=4)
+    write_parameters(config, adaptive_delay=False, intra_op_threads=4, workers=3)
     settings = settings_from_config(config, "servescope")
-    assert (settings.adaptive_delay, settings.intra_op_threads) == (False, 4)
+    assert (settings.adaptive_delay, settings.intra_op_threads, settings.workers) == (False, 4, 3)
     config.ClearField("dynamic_batching")
     del config.instance_group[:]
     off = settings_from_config(config, "servescope", device="cpu")

@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -21,6 +25,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import Server, ServerOptions
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL = "sentiment_fp32"
 
 T = TypeVar("T")
 
@@ -114,3 +121,34 @@ def start_server(model_repository: Path) -> Iterator[Any]:
     yield start
     for running in started:
         running.close()
+
+
+def _start_serve(repository: Path, ready_file: Path, *extra: str) -> subprocess.Popen[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    command = [
+        sys.executable, "-m", "cli", "serve", "--model-repository", str(repository),
+        "--model", MODEL, "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
+        "--ready-file", str(ready_file), *extra,
+    ]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_ready(process: subprocess.Popen[str], ready_file: Path, timeout_s: float = 90) -> dict[str, int]:
+    deadline = time.monotonic() + timeout_s
+    while not ready_file.exists():
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}: {process.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("server not ready in time")
+        time.sleep(0.05)
+    return json.loads(ready_file.read_text())
+
+
+@pytest.fixture
+def serve_cli():
+    """`servescope serve` as a child process: start(repository, ready_file, *flags), wait_ready(...)."""
+    import types
+
+    return types.SimpleNamespace(start=_start_serve, wait_ready=_wait_ready)

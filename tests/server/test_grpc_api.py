@@ -79,6 +79,7 @@ def test_model_config_is_the_repositorys(served, model_repository: Path) -> None
         assert parameters == {
             "servescope.adaptive_delay": {"stringValue": "true"},
             "servescope.intra_op_threads": {"stringValue": str(threads)},
+            "servescope.workers": {"stringValue": "1"},
         }
 
 

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -24,35 +19,17 @@ MODEL = "sentiment_fp32"
 INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
 
 
-def start_serve(repository: Path, ready_file: Path, *extra: str) -> subprocess.Popen[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    command = [
-        sys.executable, "-m", "cli", "serve", "--model-repository", str(repository),
-        "--model", MODEL, "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
-        "--ready-file", str(ready_file), *extra,
-    ]  # fmt: skip
-    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
-
-
-def wait_ready(process: subprocess.Popen[str], ready_file: Path, timeout_s: float = 90) -> dict[str, int]:
-    deadline = time.monotonic() + timeout_s
-    while not ready_file.exists():
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}: {process.stderr.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("server not ready in time")
-        time.sleep(0.05)
-    return json.loads(ready_file.read_text())
-
-
 @pytest.mark.slow
-def test_sigterm_under_load_loses_no_accepted_request(model_repository: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_under_load_loses_no_accepted_request(
+    model_repository: Path, tmp_path: Path, serve_cli, workers: str
+) -> None:
     ready_file = tmp_path / "ready.json"
+    start_serve, wait_ready = serve_cli.start, serve_cli.wait_ready
     process = start_serve(
-        model_repository, ready_file, "--max-queue-delay-us", "2000", "--grace-period-s", "20"
-    )
+        model_repository, ready_file, "--max-queue-delay-us", "2000", "--grace-period-s", "20",
+        "--workers", workers,
+    )  # fmt: skip
     try:
         ready = wait_ready(process, ready_file)
         assert ready["pid"] == process.pid and ready["grpc_port"] > 0 and ready["metrics_port"] > 0

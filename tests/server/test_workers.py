@@ -1,0 +1,175 @@
+"""`servescope serve --workers 2` as a real child process: both workers serve one port, the metrics add up
+exactly, statistics answer for the whole server, a killed worker is replaced while the other serves,
+SIGTERM drains both, and the multiprocess folder is gone afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from servescope.protocol import grpc_service_pb2 as pb
+from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.slow
+MODEL = "sentiment_fp32"
+CONNECTIONS = 16  # the kernel spreads connections over the workers: all 16 on one is a 1 in 32768 chance
+
+
+def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def request() -> pb.ModelInferRequest:
+    message = pb.ModelInferRequest(model_name=MODEL)
+    message.inputs.add(name="tokens", datatype="INT32", shape=[1, 100])
+    message.raw_input_contents.append(np.ones((1, 100), np.int32).tobytes())
+    return message
+
+
+def stubs(port: int) -> list[pb_grpc.GRPCInferenceServiceStub]:
+    options = [("grpc.use_local_subchannel_pool", 1)]  # each channel its own connection
+    return [
+        pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}", options=options))
+        for _ in range(CONNECTIONS)
+    ]
+
+
+def worker_cpu(port: int) -> dict[str, float]:
+    return {
+        dict(labels)["worker"]: value
+        for (name, labels), value in metrics(port).items()
+        if name == "servescope_worker_cpu_seconds_total"
+    }
+
+
+def shared_folders(pid: int) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"servescope-{pid}-*"))
+
+
+@pytest.fixture
+def two_workers(model_repository: Path, tmp_path: Path, serve_cli):
+    ready_file = tmp_path / "ready.json"
+    process = serve_cli.start(model_repository, ready_file, "--workers", "2", "--grace-period-s", "10")
+    try:
+        yield process, serve_cli.wait_ready(process, ready_file)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except Exception:
+                process.kill()
+                process.wait()
+
+
+def test_two_workers_share_the_port_and_the_metrics_add_up(two_workers) -> None:
+    process, ready = two_workers
+    grpc_port, metrics_port = ready["grpc_port"], ready["metrics_port"]
+    assert ready["pid"] == process.pid
+    assert len(shared_folders(process.pid)) == 1
+    before = metrics(metrics_port)
+    assert before[("servescope_workers", ())] == 2
+    assert before[("servescope_worker_restarts_total", ())] == 0
+    cpu_before = worker_cpu(metrics_port)
+    assert set(cpu_before) == {"0", "1"}
+    sent = 0
+    for _ in range(25):
+        for stub in stubs(grpc_port):
+            stub.ModelInfer(request(), timeout=30)
+            sent += 1
+    after = metrics(metrics_port)
+    ok = ("servescope_requests_total", (("code", "OK"), ("model", MODEL)))
+    assert after[ok] - before.get(ok, 0.0) == sent  # exactly what the client counted, across workers
+    inferences = ("servescope_inferences_total", (("model", MODEL),))
+    assert after[inferences] - before[inferences] == sent
+    # Both workers did work: each used CPU well beyond the idle loop's (a few ms per second).
+    cpu_after = worker_cpu(metrics_port)
+    assert all(cpu_after[w] - cpu_before[w] > 0.1 for w in ("0", "1")), (cpu_before, cpu_after)
+    lag = {
+        dict(labels)["worker"]
+        for (name, labels) in after
+        if name == "servescope_event_loop_lag_seconds_count"
+    }
+    assert lag == {"0", "1"}
+    assert after[("process_cpu_seconds_total", ())] > before[("process_cpu_seconds_total", ())]
+    # ModelStatistics answer for the whole server, whichever worker takes the call.
+    time.sleep(0.5)  # a worker publishes its statistics every 0.25 s
+    for stub in stubs(grpc_port)[:4]:
+        (stats,) = stub.ModelStatistics(pb.ModelStatisticsRequest(name=MODEL), timeout=10).model_stats
+        assert stats.inference_stats.success.count == sent
+        assert stats.inference_count == sent
+        config = stub.ModelConfig(pb.ModelConfigRequest(name=MODEL), timeout=10).config
+        assert config.parameters["servescope.workers"].string_value == "2"
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+
+
+def test_a_killed_worker_is_replaced_while_the_other_serves(two_workers) -> None:
+    process, ready = two_workers
+    grpc_port, metrics_port = ready["grpc_port"], ready["metrics_port"]
+    import psutil
+
+    workers = psutil.Process(process.pid).children()
+    victim = next(w for w in workers if "spawn_main" in " ".join(w.cmdline()))
+    victim.send_signal(signal.SIGKILL)
+    answered, failed = 0, 0
+    deadline = time.monotonic() + 30
+    restarted = False
+    while time.monotonic() < deadline and not restarted:
+        for stub in stubs(grpc_port):  # new connections go to the worker still listening
+            try:
+                stub.ModelInfer(request(), timeout=10)
+                answered += 1
+            except grpc.RpcError:
+                failed += 1
+        now = metrics(metrics_port)
+        restarted = (
+            now[("servescope_worker_restarts_total", ())] == 1 and now[("servescope_workers", ())] == 2
+        )
+    assert restarted
+    assert answered > 0 and failed <= CONNECTIONS  # only calls on the dead worker's connections failed
+    assert process.poll() is None
+    for stub in stubs(grpc_port):
+        assert stub.ModelInfer(request(), timeout=10).model_name == MODEL
+
+
+def test_sigterm_drains_both_workers_and_removes_the_folder(two_workers) -> None:
+    process, ready = two_workers
+    for stub in stubs(ready["grpc_port"])[:4]:
+        stub.ModelInfer(request(), timeout=30)
+    assert shared_folders(process.pid)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert shared_folders(process.pid) == []
+    log = process.stderr.read()
+    assert "draining 2 workers" in log and log.count("all accepted requests answered") == 2
+
+
+def test_a_folder_left_by_a_killed_supervisor_is_removed_at_the_next_start(
+    model_repository: Path, tmp_path: Path, serve_cli
+) -> None:
+    stale = Path(tempfile.mkdtemp(prefix="servescope-999999999-"))  # no such process
+    (stale / "counter_1.db").write_bytes(b"\0" * 16)
+    ready_file = tmp_path / "ready.json"
+    process = serve_cli.start(model_repository, ready_file, "--workers", "2")
+    try:
+        serve_cli.wait_ready(process, ready_file)
+        assert not stale.exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert os.path.exists(ready_file)
