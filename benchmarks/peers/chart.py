@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stats import REFERENCE, Spread
 
-COLORS = {"servescope": "#1f77b4", "triton": "#2ca02c", "mlserver": "#d62728"}
+COLORS = {"servescope": "#1f77b4", "servescope-1w": "#9ecae1", "triton": "#2ca02c", "mlserver": "#d62728"}
 
 
 def plot(summary: Mapping[str, Mapping[int, Mapping[str, Spread]]], path: Path, title: str) -> None:

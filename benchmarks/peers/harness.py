@@ -33,11 +33,24 @@ REPO_ROOT = BENCHMARKS.parent
 # Small on purpose: each entry costs a server start plus two short points.
 SWEEP: dict[str, list[dict[str, Any]]] = {
     "servescope": [
-        {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1},
-        {"max_batch_size": 64, "max_queue_delay_us": 0, "instances": 1},
-        {"max_batch_size": 64, "max_queue_delay_us": 250, "instances": 1},
-        {"max_batch_size": 64, "max_queue_delay_us": 4000, "instances": 1},
-        {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 2, "intra_op_threads": 1},
+        {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1, "workers": "auto"},
+        {"max_batch_size": 64, "max_queue_delay_us": 0, "instances": 1, "workers": "auto"},
+        {"max_batch_size": 64, "max_queue_delay_us": 250, "instances": 1, "workers": "auto"},
+        {"max_batch_size": 64, "max_queue_delay_us": 4000, "instances": 1, "workers": "auto"},
+        {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1, "workers": 3},
+    ],
+    "servescope-1w": [
+        {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1, "workers": 1},
+        {"max_batch_size": 64, "max_queue_delay_us": 0, "instances": 1, "workers": 1},
+        {"max_batch_size": 64, "max_queue_delay_us": 250, "instances": 1, "workers": 1},
+        {"max_batch_size": 64, "max_queue_delay_us": 4000, "instances": 1, "workers": 1},
+        {
+            "max_batch_size": 64,
+            "max_queue_delay_us": 1000,
+            "instances": 2,
+            "intra_op_threads": 1,
+            "workers": 1,
+        },
     ],
     "triton": [
         {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1},
@@ -118,6 +131,7 @@ def measure_point(
             warmup_s=spec.warmup_s,
             batch_size=1,
             seed=seed,
+            connections=min(servers.CONNECTIONS, spec.concurrency),
         )
     )
     wall_s = time.perf_counter() - wall0
@@ -139,6 +153,12 @@ def measure_point(
         # CPU over warm-up and measurement together, in cores (1.0 = one core busy).
         "server_cores": round((server_cpu1 - server_cpu0) / wall_s, 3),
         "client_cores": round(client_cpu_s / wall_s, 3),
+        # Server CPU per answered request, warm-up included on both sides (cpu-ms per request).
+        "server_cpu_ms_per_request": round(
+            (server_cpu1 - server_cpu0) * 1e3 / (result.throughput_rps * wall_s), 4
+        )
+        if result.throughput_rps > 0
+        else None,
         "mean_batch_size": round(samples / batches, 2) if batches > 0 else None,
     }
 
@@ -208,6 +228,8 @@ def locust_point(
         str(users),
         "--duration-s",
         str(duration_s),
+        "--connections",
+        str(servers.CONNECTIONS),
         "--output",
         str(out),
     ]

@@ -307,7 +307,7 @@ def _versions(server_list: list[str]) -> dict[str, dict[str, str]]:
     from importlib import metadata
 
     out: dict[str, dict[str, str]] = {}
-    if "servescope" in server_list:
+    if any(name.startswith("servescope") for name in server_list):
         out["servescope"] = {n: metadata.version(n) for n in ("servescope", "onnxruntime-gpu", "grpcio")}
     if "triton" in server_list:
         out["triton"] = venvs.package_versions("triton", ["nvidia-pytriton", "onnxruntime", "tritonclient"])

@@ -26,7 +26,9 @@ import venvs
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
-SERVERS = ("servescope", "triton", "mlserver")
+# servescope with its default worker processes, and with one (today's single event loop), for scale.
+SERVERS = ("servescope", "servescope-1w", "triton", "mlserver")
+CONNECTIONS = 8  # gRPC connections of the benchmark client, the same for every server
 
 log = logging.getLogger("peers.servers")
 
@@ -56,7 +58,8 @@ def free_port() -> int:
 def default_settings(name: str) -> dict[str, Any]:
     """A sensible starting point; the sweep (run.py) replaces it with the best it finds."""
     return {
-        "servescope": {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1},
+        "servescope": {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1, "workers": "auto"},
+        "servescope-1w": {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1, "workers": 1},
         "triton": {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1},
         "mlserver": {"max_batch_size": 64, "max_batch_time_s": 0.001, "parallel_workers": 0},
     }[name]
@@ -88,7 +91,7 @@ def _command(
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     ready = workdir / "ready.json"
-    if name == "servescope":
+    if name.startswith("servescope"):
         # The repository root on the path, so `server` imports even from an editable install made
         # before the package existed.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
@@ -100,6 +103,7 @@ def _command(
             instances=settings["instances"],
             intra_op_threads=settings.get("intra_op_threads") or None,
             device="cpu",
+            workers=settings.get("workers", 1),
         )
         cmd = serve_argv(
             [str(Path(sys.executable).parent / "servescope")],

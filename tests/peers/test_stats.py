@@ -104,8 +104,11 @@ def test_targets_met_and_missed_with_amounts() -> None:
     assert verdicts["c32 throughput >= 1.5x Triton"].met
     assert verdicts["c32 throughput >= 1.5x Triton"].detail == "2.00x (target 1.50x)"
     assert verdicts["c32 p99 <= Triton"].met
-    assert verdicts["c1 p50 < triton"].met
-    assert verdicts["c1 p50 < mlserver"].detail == "1.90 ms vs 4.00 ms"
+    assert verdicts["c1 p50 <= 0.5x triton"].met  # 1.9 of 4.8 ms
+    assert verdicts["c1 p50 <= 0.5x mlserver"].met
+    assert verdicts["c1 p50 <= 0.5x mlserver"].detail == "1.90 ms vs 4.00 ms (0.47x)"
+    assert not verdicts["c64 throughput >= 1.5x Triton"].met  # c64 not in these runs
+    assert verdicts["c64 throughput >= 1.5x Triton"].detail == "not measured"
 
     slower = [r for r in RUNS if r["server"] != "servescope"]
     slower += [run("servescope", 32, 1, 2000.0, 20.0, 45.0), run("servescope", 1, 1, 300.0, 4.5, 6.0)]
@@ -115,8 +118,8 @@ def test_targets_met_and_missed_with_amounts() -> None:
     assert verdicts["c32 throughput >= 1.5x Triton"].detail == "1.33x (target 1.50x)"
     assert not verdicts["c32 p99 <= Triton"].met
     assert verdicts["c32 p99 <= Triton"].detail == "p99 ratio 1.12 (target <= 1.00)"
-    assert verdicts["c1 p50 < triton"].met
-    assert not verdicts["c1 p50 < mlserver"].met
+    assert not verdicts["c1 p50 <= 0.5x triton"].met  # 4.5 of 4.8 ms
+    assert verdicts["c1 p50 <= 0.5x triton"].detail == "4.50 ms vs 4.80 ms (0.94x)"
 
 
 def test_targets_not_measured_are_not_met() -> None:
@@ -125,6 +128,8 @@ def test_targets_not_measured_are_not_met() -> None:
     assert [(v.name, v.met, v.detail) for v in verdicts] == [
         ("c32 throughput >= 1.5x Triton", False, "not measured"),
         ("c32 p99 <= Triton", False, "not measured"),
+        ("c64 throughput >= 1.5x Triton", False, "not measured"),
+        ("c64 p99 <= Triton", False, "not measured"),
     ]
 
 
