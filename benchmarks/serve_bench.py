@@ -3,11 +3,11 @@
 Measures, on this machine, in one run:
   1. in-process ONNX Runtime throughput and latency at batch sizes 1..64 (the ceiling);
   2. served throughput and p50/p99 at concurrency 1, 8, 32, 64 with batch-1 requests: batching on with
-     one worker process and with --workers auto, batching off (`servescope serve` in a child process,
-     the lean async client in this one, CONNECTIONS connections for every run);
-  3. ratios: N workers / 1 worker at concurrency 32 and 64, batching on/off throughput at concurrency
-     32, served/in-process throughput at concurrency 64, and the latency serving adds at concurrency 1
-     (client p50 - in-process p50, batch 1);
+     one worker process and with MULTI_WORKERS, batching off with MULTI_WORKERS (`servescope serve` in a
+     child process, the lean async client in this one, CONNECTIONS connections for every run);
+  3. ratios: MULTI_WORKERS / 1 worker at concurrency 32 and 64, batching on/off throughput at
+     concurrency 32, served/in-process throughput at concurrency 64, and the latency serving adds at
+     concurrency 1 (client p50 - in-process p50, batch 1);
   4. for context, the same client against a bare grpc.aio echo server: what gRPC alone allows here.
 Prints a table and writes JSON (benchmarks/results/serve_bench.json).
 
@@ -36,12 +36,15 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.lean_client import LoadResult, run_load  # noqa: E402
 from loadtest import scrape  # noqa: E402
+from servescope.cores import available_cores  # noqa: E402
 from servescope.corpus import pad_sequences, synthetic_reviews  # noqa: E402
 from servescope.settings import ServeFlags, serve_argv  # noqa: E402
 
 IN_PROCESS_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 CONCURRENCIES = (1, 8, 32, 64)
 CONNECTIONS = 8  # client connections (at most one per concurrent call): spread over the workers
+# The multi-worker runs: `--workers auto` where that is more than one, else two (auto is 1 on 2 cores).
+MULTI_WORKERS = max(2, available_cores() // 2)
 
 
 def measure_in_process(repository: Path, model: str, seconds_per_size: float) -> list[dict[str, float]]:
@@ -251,22 +254,22 @@ def main(argv: list[str] | None = None) -> int:
         args.model_repository, args.model, [*on_flags, "--workers", "1"], args.duration_s, args.warmup_s
     )
     served_on = measure_served(
-        args.model_repository, args.model, [*on_flags, "--workers", "auto"], args.duration_s, args.warmup_s
-    )
-    served_off = measure_served(
-        args.model_repository, args.model, ["--no-batching", "--workers", "auto"], args.duration_s,
+        args.model_repository,
+        args.model,
+        [*on_flags, "--workers", str(MULTI_WORKERS)],
+        args.duration_s,
         args.warmup_s,
-    )  # fmt: skip
+    )
+    off_flags = ["--no-batching", "--workers", str(MULTI_WORKERS)]
+    served_off = measure_served(args.model_repository, args.model, off_flags, args.duration_s, args.warmup_s)
     grpc_floor = measure_grpc_floor(min(args.duration_s, 4.0), args.warmup_s)
     by_conc_one = {row["concurrency"]: row for row in served_one}
     by_conc_on = {row["concurrency"]: row for row in served_on}
     by_conc_off = {row["concurrency"]: row for row in served_off}
     ceiling = max(row["inferences_per_s"] for row in in_process)
     ratios = {
-        "workers_auto_vs_1_throughput_c32": by_conc_on[32]["throughput_rps"]
-        / by_conc_one[32]["throughput_rps"],
-        "workers_auto_vs_1_throughput_c64": by_conc_on[64]["throughput_rps"]
-        / by_conc_one[64]["throughput_rps"],
+        "workers_n_vs_1_throughput_c32": by_conc_on[32]["throughput_rps"] / by_conc_one[32]["throughput_rps"],
+        "workers_n_vs_1_throughput_c64": by_conc_on[64]["throughput_rps"] / by_conc_one[64]["throughput_rps"],
         "batching_on_off_throughput_c32": by_conc_on[32]["throughput_rps"]
         / by_conc_off[32]["throughput_rps"],
         "served_vs_in_process_throughput_c64": by_conc_on[64]["throughput_rps"] / ceiling,
@@ -286,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "batching_on_flags": on_flags,
         "in_process": in_process,
         "connections": CONNECTIONS,
+        "multi_workers": MULTI_WORKERS,
         "served": {"batching_on_1_worker": served_one, "batching_on": served_on, "batching_off": served_off},
         "grpc_echo_floor": grpc_floor,
         "ratios": ratios,
@@ -311,7 +315,12 @@ def print_report(report: dict[str, Any]) -> None:
         f"{'server':>14} {'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
         f"{'mean batch':>10} {'server cores':>12} {'server CPU ms/inf':>17}"
     )
-    names = {"batching_on_1_worker": "on, 1 worker", "batching_on": "on, auto", "batching_off": "off, auto"}
+    n = report["multi_workers"]
+    names = {
+        "batching_on_1_worker": "on, 1 worker",
+        "batching_on": f"on, {n} workers",
+        "batching_off": f"off, {n} workers",
+    }
     for mode, rows in report["served"].items():
         for row in rows:
             errors = sum(row["errors"].values())
@@ -332,8 +341,8 @@ def print_report(report: dict[str, Any]) -> None:
     cores = report["machine"]["cpu_count"]
     print(f"\nmachine: {cores} cores, 1-minute load average {load['start']:.1f} -> {load['end']:.1f}")
     print("\nratios")
-    c32, c64 = ratios["workers_auto_vs_1_throughput_c32"], ratios["workers_auto_vs_1_throughput_c64"]
-    print(f"  workers auto / 1 worker throughput at concurrency 32 and 64: {c32:.2f}x, {c64:.2f}x")
+    c32, c64 = ratios["workers_n_vs_1_throughput_c32"], ratios["workers_n_vs_1_throughput_c64"]
+    print(f"  {n} workers / 1 worker throughput at concurrency 32 and 64: {c32:.2f}x, {c64:.2f}x")
     print(f"  batching on/off throughput at concurrency 32: {ratios['batching_on_off_throughput_c32']:.2f}x")
     print(
         "  served/in-process throughput at concurrency 64: "

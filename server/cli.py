@@ -56,13 +56,15 @@ def _workers(text: str) -> int | str:
 
 
 def auto_workers(device: str) -> int:
-    """--workers auto: one worker per core this process may use (CPU affinity), at most 8; on a GPU at
-    most 2, since every worker holds its own CUDA context and splits the batches (docs/server.md)."""
+    """--workers auto: one worker per two cores this process may use (CPU affinity, a cgroup CPU quota),
+    at least 1 and at most 8 (2 on a GPU, where every worker holds its own CUDA context and splits the
+    batches). A worker needs about a core for its event loop and one for its ONNX Runtime threads; with
+    fewer cores, more workers only split the batches (measured: docs/server.md, Workers)."""
     from server.gpu import gpu_count
-    from server.model import available_cores
+    from servescope.cores import available_cores
 
     on_gpu = device == "cuda" or (device == "auto" and gpu_count() > 0)
-    return max(1, min(available_cores(), 2 if on_gpu else 8))
+    return max(1, min(available_cores() // 2, 2 if on_gpu else 8))
 
 
 def _seconds(text: str) -> float:
@@ -155,7 +157,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("workers", "auto"),
         metavar="N|auto",
         help="server processes sharing the gRPC port, each with its own event loop, batchers and sessions "
-        "(auto: one per available core, at most 8; 2 on a GPU)",
+        "(auto: one per two available cores, 1 to 8; at most 2 on a GPU)",
     )
     add(
         "--grace-period-s",

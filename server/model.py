@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from server.gpu import gpu_count
+from servescope.cores import available_cores
 from servescope.protocol import model_config_pb2 as mc
 from servescope.repository import ModelEntry, RepositoryError
 
@@ -81,12 +81,7 @@ def default_intra_op_threads(executions: int) -> int:
     return max(1, min(4, available_cores() // (2 * max(1, executions))))
 
 
-def available_cores() -> int:
-    """The cores this process may run on (CPU affinity), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+
 
 
 def tensor_specs(entry: ModelEntry) -> tuple[list[TensorSpec], list[TensorSpec]]:

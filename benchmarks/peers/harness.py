@@ -25,6 +25,7 @@ import servers
 import stats
 
 log = logging.getLogger("peers.harness")
+MULTI_WORKERS = servers.MULTI_WORKERS
 
 BENCHMARKS = Path(__file__).resolve().parent.parent
 REPO_ROOT = BENCHMARKS.parent
@@ -33,10 +34,10 @@ REPO_ROOT = BENCHMARKS.parent
 # Small on purpose: each entry costs a server start plus two short points.
 SWEEP: dict[str, list[dict[str, Any]]] = {
     "servescope": [
-        {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1, "workers": "auto"},
-        {"max_batch_size": 64, "max_queue_delay_us": 0, "instances": 1, "workers": "auto"},
-        {"max_batch_size": 64, "max_queue_delay_us": 250, "instances": 1, "workers": "auto"},
-        {"max_batch_size": 64, "max_queue_delay_us": 4000, "instances": 1, "workers": "auto"},
+        {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1, "workers": MULTI_WORKERS},
+        {"max_batch_size": 64, "max_queue_delay_us": 0, "instances": 1, "workers": MULTI_WORKERS},
+        {"max_batch_size": 64, "max_queue_delay_us": 250, "instances": 1, "workers": MULTI_WORKERS},
+        {"max_batch_size": 64, "max_queue_delay_us": 4000, "instances": 1, "workers": MULTI_WORKERS},
         {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1, "workers": 3},
     ],
     "servescope-1w": [

@@ -30,6 +30,17 @@ REPO_ROOT = HERE.parent.parent
 SERVERS = ("servescope", "servescope-1w", "triton", "mlserver")
 CONNECTIONS = 8  # gRPC connections of the benchmark client, the same for every server
 
+
+def _multi_workers() -> int:
+    """servescope's multi-worker line: --workers auto where that is more than one, else two."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from servescope.cores import available_cores
+
+    return max(2, available_cores() // 2)
+
+
+MULTI_WORKERS = _multi_workers()
+
 log = logging.getLogger("peers.servers")
 
 
@@ -58,7 +69,12 @@ def free_port() -> int:
 def default_settings(name: str) -> dict[str, Any]:
     """A sensible starting point; the sweep (run.py) replaces it with the best it finds."""
     return {
-        "servescope": {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1, "workers": "auto"},
+        "servescope": {
+            "max_batch_size": 64,
+            "max_queue_delay_us": 1000,
+            "instances": 1,
+            "workers": MULTI_WORKERS,
+        },
         "servescope-1w": {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1, "workers": 1},
         "triton": {"max_batch_size": 64, "max_queue_delay_us": 1000, "instances": 1},
         "mlserver": {"max_batch_size": 64, "max_batch_time_s": 0.001, "parallel_workers": 0},
