@@ -71,9 +71,11 @@ def test_demo_exports_serves_loads_and_analyzes(tmp_path: Path) -> None:
         assert (models / f"sentiment_{precision}" / "1" / "model.onnx").is_file()
     (run_dir,) = (tmp_path / "runs").iterdir()
     steps = (run_dir / "campaign" / "steps.jsonl").read_text().splitlines()
-    # 3 precisions x (batching off, on) x 1 concurrency level
-    assert len(steps) == 6
+    # 3 precisions x (batching off, on with 1 worker, on with 2 workers) x 1 concurrency level
+    assert len(steps) == 9
     summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    labels = {row["series"] for row in summary["steps"]}
+    assert any("1 worker," in label for label in labels) and any("2 workers" in label for label in labels)
     assert summary["verdicts"], summary
     html = (run_dir / "report" / "report.html").read_text()
     assert str(run_dir / "report" / "report.html") in out
