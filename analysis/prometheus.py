@@ -93,9 +93,12 @@ def fetch_server_deltas(client: PrometheusClient, step: StepRecord) -> ServerDel
 
     answers: dict[str, list[tuple[dict[str, str], float]]] = {}  # a query asked twice is answered once
 
-    def increase(sample: str, labels: tuple[tuple[str, str], ...] = (), by: str | None = None) -> list:
+    def increase(
+        sample: str, labels: tuple[tuple[str, str], ...] = (), by: str | None = None, per_model: bool = True
+    ) -> list:
         grouping = f"sum by ({by}) " if by else "sum"
-        promql = f"{grouping}(increase({sample}{_selector(step.model, labels)}[{window}]))"
+        selector = _selector(step.model, labels) if per_model else ""
+        promql = f"{grouping}(increase({sample}{selector}[{window}]))"
         if promql not in answers:
             answers[promql] = client.query_at(promql, end, window_s)
         return answers[promql]
@@ -108,9 +111,8 @@ def fetch_server_deltas(client: PrometheusClient, step: StepRecord) -> ServerDel
                 total += term.scale * (rows[0][1] if rows else 0.0)
             return total
         if isinstance(spec, metrics.ByLabel):
-            values = {
-                labels.get(spec.label, ""): value for labels, value in increase(spec.sample, by=spec.label)
-            }
+            rows = increase(spec.sample, by=spec.label, per_model=spec.per_model)
+            values = {labels.get(spec.label, ""): value for labels, value in rows}
             if spec.rename:
                 values = {new: values[old] for old, new in spec.rename if old in values}
             if spec.buckets:

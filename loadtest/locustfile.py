@@ -84,6 +84,7 @@ class _Process:
             "cpu_warning": False,
             "cpu_warning_times": [],
             "max_cpu_percent": 0.0,
+            "request_bytes": None,
             "late": 0,
             "dropped": 0,
             "setup_error": None,
@@ -155,6 +156,7 @@ class _Process:
                         for name, bounds in (self.config.get("value_ranges") or {}).items()
                     },
                 )
+                self.status["request_bytes"] = sum(len(raw) for raw in self.requests[0].raw_input_contents)
                 self.status["setup_error"] = None
                 return None
             except Exception as exc:  # recorded with its code; the driver reports the message
@@ -182,8 +184,8 @@ class _Process:
         self.next_request += 1
         return request
 
-    def record(self, end_s: float, latency_s: float, code: int, batch: int) -> None:
-        self.buffer.append((end_s, latency_s, code, batch))
+    def record(self, end_s: float, latency_s: float, code: int, batch: int, delay_s: float) -> None:
+        self.buffer.append((end_s, latency_s, code, batch, delay_s))
 
     def flush(self) -> None:
         if self.samples_path is None:
@@ -262,9 +264,14 @@ class _KServeUser(User):
     def on_start(self) -> None:
         PROCESS.setup(self.environment)
         self.stub = PROCESS.next_stub()
+        self.last_end_s: float | None = None
 
-    def call(self) -> int:
-        """One ModelInfer call, timed with perf_counter, reported once to Locust and once to samples."""
+    def call(self, scheduled_s: float | None = None) -> int:
+        """One ModelInfer call, timed with perf_counter, reported once to Locust and once to samples.
+
+        The sample also records the generator's own delay before the call: how late it left against
+        `scheduled_s` (open loop), or how long after this user's previous answer (closed loop).
+        """
         setup_code = PROCESS.build_payloads()
         request = PROCESS.take_request()
         model = PROCESS.config.get("model", "?")
@@ -273,6 +280,8 @@ class _KServeUser(User):
         exception: Exception | None = None
         length = 0
         started = time.perf_counter()
+        since = scheduled_s if scheduled_s is not None else self.last_end_s
+        delay_s = max(0.0, started - since) if since is not None else float("nan")
         if request is None:
             code = CODE_CLIENT_ERROR if setup_code is None else setup_code
             exception = GrpcStatusError(code_name(code), PROCESS.status["setup_error"] or "no payload")
@@ -284,8 +293,9 @@ class _KServeUser(User):
             except grpc.RpcError as exc:
                 code = exc.code().value[0]
                 exception = GrpcStatusError(exc.code().name, exc.details() or "")
-        latency_s = time.perf_counter() - started
-        PROCESS.record(time.time(), latency_s, code, batch)
+        self.last_end_s = time.perf_counter()
+        latency_s = self.last_end_s - started
+        PROCESS.record(time.time(), latency_s, code, batch, delay_s)
         self.environment.events.request.fire(
             request_type="grpc",
             name=model,
@@ -351,6 +361,7 @@ class OpenLoopUser(_KServeUser):
                 # Not sent, so not a request: no Locust request event (a response time of 0 would pull
                 # Locust's percentiles down). Counted in the status file and recorded as CLIENT_DROPPED.
                 PROCESS.status["dropped"] += 1
-                PROCESS.record(time.time(), 0.0, CODE_CLIENT_DROPPED, int(config.get("batch_size", 1)))
+                batch = int(config.get("batch_size", 1))
+                PROCESS.record(time.time(), 0.0, CODE_CLIENT_DROPPED, batch, float("nan"))
                 continue
-            self.pool.spawn(self.call)
+            self.pool.spawn(self.call, next_s)

@@ -72,6 +72,8 @@ def build_record(ctx: StepContext, outcome: StepOutcome, samples_file: str | Non
         gpu=outcome.gpu,
         samples_file=samples_file,
         note="; ".join(outcome.notes) or None,
+        client=outcome.client,
+        compute_by_batch_size=outcome.compute_by_batch_size,
     )
 
 

@@ -26,16 +26,19 @@ from typing import Any
 
 import numpy as np
 
-from loadtest import scrape
+from loadtest import scrape, server_info
+from loadtest.accounting import Accounting
 from loadtest.locust_run import LocustRun, LocustSettings
 from loadtest.samples import SampleReader, Tally, tally
 from servescope.results import (
     GENERATOR_SATURATED_PERCENT,
+    ClientTiming,
     CpuUsage,
     GpuUsage,
     LatencySummary,
     ServerDeltas,
     Window,
+    is_loopback,
 )
 
 FIRST_SAMPLE_TIMEOUT_S = 60.0
@@ -70,8 +73,8 @@ class StepOutcome:
     cpu: CpuUsage
     gpu: GpuUsage | None
     notes: list[str] = field(default_factory=list)
-    late_arrivals: int = 0
-    dropped_arrivals: int = 0
+    client: ClientTiming | None = None
+    compute_by_batch_size: dict[str, list[float]] | None = None
 
     def latency(self) -> LatencySummary | None:
         lat = self.measured.ok_latencies_s
@@ -107,38 +110,6 @@ def is_stable(windows: list[Window], count: int, percent: float) -> bool:
     return True
 
 
-class _CpuClock:
-    """CPU seconds of a set of processes (and their children), read at window boundaries."""
-
-    def __init__(self, pids: list[int]) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self.processes = []
-        for pid in pids:
-            try:
-                self.processes.append(psutil.Process(pid))
-            except psutil.Error:
-                continue
-
-    def read(self) -> dict[int, float]:
-        times: dict[int, float] = {}
-        for proc in self.processes:
-            try:
-                family = [proc, *proc.children(recursive=True)]
-            except self._psutil.Error:
-                continue
-            total = 0.0
-            for member in family:
-                try:
-                    t = member.cpu_times()
-                    total += t.user + t.system
-                except self._psutil.Error:
-                    continue
-            times[proc.pid] = total
-        return times
-
-
 def _sleep_until(deadline_s: float, locust: LocustRun) -> None:
     while True:
         left = deadline_s - time.time()
@@ -154,6 +125,13 @@ def _boundary(metrics_url: str | None) -> tuple[float, scrape.Snapshot | None]:
     return (before_s + time.time()) / 2.0, snapshot
 
 
+def _batch_statistics(settings: LocustSettings) -> dict[int, tuple[int, int]] | None:
+    """The server's per-batch-size compute so far (ModelStatistics), when it answers."""
+    if not settings.target:
+        return None
+    return server_info.batch_statistics(settings.target, settings.model)
+
+
 def _window(t: Tally) -> Window:
     return Window(
         duration_s=t.duration_s,
@@ -164,7 +142,9 @@ def _window(t: Tally) -> Window:
 
 
 def _generator_status(samples_dir: Path, start_s: float, end_s: float) -> dict[str, Any]:
-    status: dict[str, Any] = {"cpu_warning": False, "late": 0, "dropped": 0, "setup_errors": set()}
+    status: dict[str, Any] = {
+        "cpu_warning": False, "late": 0, "dropped": 0, "setup_errors": set(), "request_bytes": None,
+    }  # fmt: skip
     for path in samples_dir.glob("status-*.json"):
         try:
             data = json.loads(path.read_text())
@@ -173,6 +153,7 @@ def _generator_status(samples_dir: Path, start_s: float, end_s: float) -> dict[s
         if any(start_s <= t <= end_s + 10.0 for t in data.get("cpu_warning_times", [])):
             status["cpu_warning"] = True
         status["late"] += int(data.get("late", 0))
+        status["request_bytes"] = data.get("request_bytes") or status["request_bytes"]
         status["dropped"] += int(data.get("dropped", 0))
         if data.get("setup_error"):
             status["setup_errors"].add(data["setup_error"])
@@ -298,15 +279,14 @@ def _measure(
 ) -> StepOutcome:
     """Warm up from first_s, then measure windows (see the module docstring)."""
     notes: list[str] = []
-    generator = _CpuClock([p.pid for p in locust.processes])
-    server_cpu = _CpuClock([server_pid]) if server_pid else None
+    accounting = Accounting([p.pid for p in locust.processes], server_pid)
     planned_start_s = first_s + timing.warmup_s
     _sleep_until(planned_start_s, locust)
     boundary_s, snapshot = _boundary(metrics_url)
     boundaries = [boundary_s]
     snapshots = [snapshot]
-    gen_times = [generator.read()]
-    srv_times = [server_cpu.read() if server_cpu else {}]
+    readings = [accounting.read()]
+    batch_stats = [_batch_statistics(settings)]
     status_before = _generator_status(settings.samples_dir, first_s, first_s)
     windows: list[Window] = []
     stable = False
@@ -324,8 +304,8 @@ def _measure(
         boundary_s, snapshot = _boundary(metrics_url)
         boundaries.append(boundary_s)
         snapshots.append(snapshot)
-        gen_times.append(generator.read())
-        srv_times.append(server_cpu.read() if server_cpu else {})
+        readings.append(accounting.read())
+        batch_stats.append(_batch_statistics(settings))
         time.sleep(READ_LAG_S)
         reader.poll()
         counted = tally(reader.all(), boundaries[-2], boundaries[-1])
@@ -349,8 +329,8 @@ def _measure(
         boundary_s, snapshot = _boundary(metrics_url)
         boundaries.append(boundary_s)
         snapshots.append(snapshot)
-        gen_times.append(generator.read())
-        srv_times.append(server_cpu.read() if server_cpu else {})
+        readings.append(accounting.read())
+        batch_stats.append(_batch_statistics(settings))
         used = 1
         notes.append("no full window was measured")
     start_i, end_i = len(boundaries) - 1 - used, len(boundaries) - 1
@@ -366,19 +346,18 @@ def _measure(
     elif metrics_url:
         notes.append(f"could not scrape {metrics_url} at both ends of the measured interval")
 
-    gen_delta = {
-        pid: gen_times[end_i].get(pid, 0.0) - gen_times[start_i].get(pid, 0.0) for pid in gen_times[end_i]
-    }
-    generator_cores = sum(gen_delta.values()) / duration_s if gen_delta and duration_s > 0 else None
-    busiest = max(gen_delta.values()) / duration_s * 100.0 if gen_delta and duration_s > 0 else None
-    server_cores: float | None = None
-    if srv_times[end_i]:
-        server_cores = sum(srv_times[end_i].values()) - sum(srv_times[start_i].values())
-        server_cores /= duration_s
-    elif before is not None and after is not None:
+    usage = accounting.usage(readings[start_i], readings[end_i])
+    server_cores = usage.server_cores
+    if server_cores is None and before is not None and after is not None:
         b, a = scrape.process_cpu_seconds(before), scrape.process_cpu_seconds(after)
         if a is not None and b is not None and duration_s > 0:
             server_cores = (a - b) / duration_s
+    busiest = usage.generator_max_process_percent
+    other_cores = usage.other_cores
+    # A server this driver did not start, on this machine: its CPU (from its metrics) is not "other".
+    local_target = is_loopback(settings.target)
+    if usage.server_cores is None and server_cores is not None and other_cores is not None and local_target:
+        other_cores = max(0.0, other_cores - server_cores)
 
     status = _generator_status(settings.samples_dir, start_s, end_s)
     status["late"] -= status_before["late"]
@@ -387,21 +366,33 @@ def _measure(
         notes.append(message)
     arrivals = measured.completed + sum(measured.errors_by_code.values())
     late_share = status["late"] / arrivals if arrivals else 0.0
-    saturated = bool(
-        status["cpu_warning"]
-        or (busiest is not None and busiest >= GENERATOR_SATURATED_PERCENT)
-        or late_share > 0.01
-    )
+    busy = busiest is not None and busiest >= GENERATOR_SATURATED_PERCENT
+    saturated = bool(status["cpu_warning"] or busy or late_share > LATE_SHARE_SATURATED)
     if status["late"]:
         notes.append(f"{status['late']} open-loop arrivals were sent late (generator behind schedule)")
     if status["dropped"]:
         notes.append(f"{status['dropped']} open-loop arrivals were dropped at the in-flight cap")
     cpu = CpuUsage(
         server_cores=server_cores,
-        generator_cores=generator_cores,
+        generator_cores=usage.generator_cores,
         generator_max_process_percent=busiest,
         generator_saturated=saturated,
         machine_cores=os.cpu_count(),
+        server_available_cores=accounting.server_available_cores,
+        generator_available_cores=accounting.generator_available_cores,
+        other_cores=other_cores,
+        server_loop_cores=usage.server_loop_cores,
+        server_busiest_thread_cores=usage.server_busiest_thread_cores,
+        server_loop_wait_share=usage.server_loop_wait_share,
+        generator_wait_share=usage.generator_wait_share,
+    )
+    delays = measured.delays_s
+    client = ClientTiming(
+        delay_mean_s=float(delays.mean()) if delays.size else 0.0,
+        delay_p99_s=float(np.percentile(delays, 99)) if delays.size else 0.0,
+        late_arrivals=int(status["late"]),
+        dropped_arrivals=int(status["dropped"]),
+        request_bytes=status["request_bytes"],
     )
     gpu = scrape.gpu_usage([s for s in snapshots[start_i : end_i + 1] if s is not None])
     return StepOutcome(
@@ -413,6 +404,6 @@ def _measure(
         cpu=cpu,
         gpu=gpu,
         notes=notes,
-        late_arrivals=int(status["late"]),
-        dropped_arrivals=int(status["dropped"]),
+        client=client,
+        compute_by_batch_size=server_info.batch_statistics_delta(batch_stats[start_i], batch_stats[end_i]),
     )

@@ -1,10 +1,11 @@
 """Per-request samples that each Locust process streams to disk, and the reader the driver uses.
 
 One fixed-size binary record per request (numpy structured dtype SAMPLE_DTYPE): wall-clock completion
-time, latency, gRPC status code and batch size. Records are appended in chunks, so a reader that
-ignores a trailing partial record always sees whole requests, even while the file grows.
-Wall-clock time (time.time) is used for completion because the driver and every Locust process on
-this machine must agree on window boundaries; latency itself is measured with perf_counter.
+time, latency, gRPC status code, batch size and the generator's own delay before sending it. Records
+are appended in chunks, so a reader that ignores a trailing partial record always sees whole requests,
+even while the file grows. Wall-clock time (time.time) is used for completion because the driver and
+every Locust process on this machine must agree on window boundaries; latency itself is measured with
+perf_counter.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_DTYPE = np.dtype([("end_s", "<f8"), ("latency_s", "<f8"), ("code", "<i4"), ("batch", "<i4")])
+# delay_s: the generator's own delay before the request (see servescope.results.ClientTiming); NaN when
+# there is none to speak of (a user's first request, a dropped arrival).
+SAMPLE_DTYPE = np.dtype(
+    [("end_s", "<f8"), ("latency_s", "<f8"), ("code", "<i4"), ("batch", "<i4"), ("delay_s", "<f8")]
+)
 SAMPLE_GLOB = "samples-*.bin"
 
 # Status code values: gRPC codes by number, plus client-side outcomes that have no gRPC code.
@@ -90,6 +95,7 @@ class Tally:
     ok_latencies_s: np.ndarray
     errors_by_code: dict[str, int] = field(default_factory=dict)
     inferences: int = 0
+    delays_s: np.ndarray = field(default_factory=lambda: np.empty(0))  # the generator's, where known
 
     @property
     def duration_s(self) -> float:
@@ -122,4 +128,5 @@ def tally(samples: np.ndarray, start_s: float, end_s: float) -> Tally:
         ok_latencies_s=ok["latency_s"].astype(np.float64),
         errors_by_code=errors,
         inferences=int(ok["batch"].sum()),
+        delays_s=chosen["delay_s"][np.isfinite(chosen["delay_s"])].astype(np.float64),
     )

@@ -119,8 +119,9 @@ def _evaluate(spec: metrics.Source, before: Snapshot, after: Snapshot, model: st
             for term in spec.terms
         )
     if isinstance(spec, metrics.ByLabel):
-        b = before.by_label(spec.sample, spec.label, **model_labels)
-        a = after.by_label(spec.sample, spec.label, **model_labels)
+        scope = model_labels if spec.per_model else {}
+        b = before.by_label(spec.sample, spec.label, **scope)
+        a = after.by_label(spec.sample, spec.label, **scope)
         values = {key: a[key] - b.get(key, 0.0) for key in a}
         if spec.rename:
             values = {new: values[old] for old, new in spec.rename if old in values}

@@ -44,3 +44,37 @@ def reported_settings(
             note = f"{name} did not answer ModelConfig for {model!r} ({exc.code().name}): settings unknown"
             return ServerSettings(server=name, device=device), note
     return settings.settings_from_config(response.config, name, device), None
+
+
+def batch_statistics(
+    target: str, model: str, timeout_s: float = TIMEOUT_S
+) -> dict[int, tuple[int, int]] | None:
+    """ModelStatistics' batch_stats for `model`: batch size -> (executions, compute nanoseconds) so far;
+    None when the server does not answer ModelStatistics."""
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            response = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model), timeout=timeout_s)
+        except grpc.RpcError:
+            return None
+    out: dict[int, tuple[int, int]] = {}
+    for stats in response.model_stats:
+        for batch in stats.batch_stats:
+            count, ns = out.get(batch.batch_size, (0, 0))
+            out[batch.batch_size] = (count + batch.compute_infer.count, ns + batch.compute_infer.ns)
+    return out
+
+
+def batch_statistics_delta(
+    before: dict[int, tuple[int, int]] | None, after: dict[int, tuple[int, int]] | None
+) -> dict[str, list[float]] | None:
+    """What the server executed between two readings: batch size -> [executions, compute seconds]."""
+    if before is None or after is None:
+        return None
+    out = {}
+    for size in sorted(after):
+        count = after[size][0] - before.get(size, (0, 0))[0]
+        ns = after[size][1] - before.get(size, (0, 0))[1]
+        if count > 0:
+            out[str(size)] = [float(count), ns / 1e9]
+    return out

@@ -13,7 +13,7 @@ Names are the exposed sample-family names: counters end in `_total`, histograms 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 MODEL_LABEL = "model"
@@ -189,6 +189,10 @@ class ServerDeltas:
     batch_size_buckets: dict[str, float]  # cumulative count per upper bound ("1", "2", ..., "+Inf")
     rejected: dict[str, float]  # by reason: queue_full, deadline, invalid, draining
     requests_by_code: dict[str, float]  # by gRPC code name
+    # Per worker process (servescope only; empty for other servers and for records before they existed):
+    loop_lag_s_sum: dict[str, float] = field(default_factory=dict)  # event-loop timer lateness, seconds
+    loop_lag_count: dict[str, float] = field(default_factory=dict)  # timer ticks observed
+    worker_cpu_s: dict[str, float] = field(default_factory=dict)  # worker CPU seconds
     source: str = "servescope"  # "servescope", "triton" (nv_* metrics) or "prometheus"
 
     @property
@@ -237,6 +241,7 @@ class ByLabel:
     label: str
     rename: tuple[tuple[str, str], ...] = ()
     buckets: bool = False
+    per_model: bool = True  # False: the metric has no model label (a per-worker one): the whole server
 
 
 @dataclass(frozen=True)
@@ -271,6 +276,9 @@ _SERVESCOPE: dict[str, Source] = {
     "batch_size_buckets": ByLabel(BATCH_SIZE.bucket, "le", buckets=True),
     "rejected": ByLabel(REJECTED.name, "reason"),
     "requests_by_code": ByLabel(REQUESTS.name, "code"),
+    "loop_lag_s_sum": ByLabel(EVENT_LOOP_LAG.sum, WORKER_LABEL, per_model=False),
+    "loop_lag_count": ByLabel(EVENT_LOOP_LAG.count, WORKER_LABEL, per_model=False),
+    "worker_cpu_s": ByLabel(WORKER_CPU.name, WORKER_LABEL, per_model=False),
 }
 
 # Triton's counters are cumulative per request, durations in microseconds. Queue and compute are summed
@@ -293,6 +301,9 @@ _TRITON: dict[str, Source] = {
     "batch_size_buckets": Absent(),
     "rejected": ByLabel(_TRITON_FAILURE, "reason", rename=(("REJECTED", "queue_full"),)),
     "requests_by_code": Keyed((("OK", _total(_TRITON_SUCCESS)), ("FAILURE", _total(_TRITON_FAILURE)))),
+    "loop_lag_s_sum": Absent(),
+    "loop_lag_count": Absent(),
+    "worker_cpu_s": Absent(),
 }
 
 DELTA_SOURCES: dict[str, dict[str, Source]] = {"servescope": _SERVESCOPE, "triton": _TRITON}

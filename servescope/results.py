@@ -20,7 +20,8 @@ from typing import Any
 from servescope.metrics import ServerDeltas  # re-exported: step records hold it
 
 SCHEMA_VERSION = 2
-# Version 1 lacked ServerSettings.intra_op_threads and .workers; its records read with them as None.
+# Version 1 lacked ServerSettings.intra_op_threads and .workers, the machine accounting of CpuUsage
+# beyond machine_cores, StepRecord.client and .compute_by_batch_size; its records read with them None.
 READABLE_VERSIONS = (1, 2)
 CAMPAIGN_FILE = "campaign.json"
 STEPS_FILE = "steps.jsonl"
@@ -95,13 +96,41 @@ GENERATOR_SATURATED_PERCENT = 90.0
 
 @dataclass
 class CpuUsage:
-    """CPU use during the step, in cores (1.0 = one core fully busy)."""
+    """CPU use during the step, in cores (1.0 = one core fully busy), and what each side could have used.
+
+    The *_wait_share figures are the share of the step a thread spent runnable but waiting for a CPU
+    (Linux schedstat): near 0 the thread ran whenever it wanted; a large share means something else
+    held the cores it may use.
+    """
 
     server_cores: float | None  # from the server's process_cpu_seconds_total, or sampled with psutil
     generator_cores: float | None  # all load generator processes together
     generator_max_process_percent: float | None  # the busiest generator process, percent of one core
     generator_saturated: bool  # Locust's cpu warning fired, or a process stayed above 90% of a core
     machine_cores: int | None = None
+    server_available_cores: int | None = None  # affinity capped by the cgroup quota (servescope.cores)
+    generator_available_cores: int | None = None
+    other_cores: float | None = None  # every other process of the machine during the step
+    server_loop_cores: float | None = None  # the busiest worker's event-loop (main) thread
+    server_busiest_thread_cores: float | None = None  # the server's busiest thread, whichever it is
+    server_loop_wait_share: float | None = None  # that event-loop thread, runnable but not running
+    generator_wait_share: float | None = None  # the busiest generator process's main thread, likewise
+
+
+@dataclass
+class ClientTiming:
+    """The load generator's own timing: how late it sent what it meant to send.
+
+    delay: in a closed loop, the time between a user's answer and its next request (the think time is
+    0, so all of it is the generator's own overhead or starvation); in an open loop, how late each
+    request left against its schedule.
+    """
+
+    delay_mean_s: float
+    delay_p99_s: float
+    late_arrivals: int = 0  # open loop: sent more than 5 ms behind schedule
+    dropped_arrivals: int = 0  # open loop: never sent (in-flight cap)
+    request_bytes: int | None = None  # tensor bytes in one request
 
 
 @dataclass
@@ -140,6 +169,9 @@ class StepRecord:
     gpu: GpuUsage | None
     samples_file: str | None = None  # relative to the campaign folder
     note: str | None = None  # why a step ended early, e.g. "target unreachable"
+    client: ClientTiming | None = None
+    # The server's ModelStatistics over the step: batch size -> [executions, compute seconds].
+    compute_by_batch_size: dict[str, list[float]] | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -189,6 +221,21 @@ class CampaignInfo:
     schema_version: int = SCHEMA_VERSION
 
 
+def is_loopback(address: str | None) -> bool:
+    """True for a HOST:PORT on this machine's loopback (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if not address:
+        return False
+    host = address.rsplit(":", 1)[0].strip("[]") if address.count(":") == 1 or "]" in address else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def to_dict(record: Any) -> dict[str, Any]:
     return dataclasses.asdict(record)
 
@@ -224,6 +271,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (StepRecord, "server"): ServerDeltas,
     (StepRecord, "cpu"): CpuUsage,
     (StepRecord, "gpu"): GpuUsage,
+    (StepRecord, "client"): ClientTiming,
     (CampaignInfo, "machine"): MachineInfo,
     (CampaignInfo, "peak"): PeakProbe,
 }

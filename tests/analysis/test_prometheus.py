@@ -114,7 +114,8 @@ def test_server_figures_come_from_prometheus_range_queries(one_step):
     assert q["path"] == "/api/v1/query_range"
     assert float(q["start"]) == pytest.approx(end) and float(q["end"]) == pytest.approx(end)
     assert 'sum by (le) (increase(servescope_batch_size_bucket{model="sentiment_fp32"}[10000ms]))' in queries
-    assert len(prometheus.queries) == len(SERIES)
+    # One query per figure: the per-model ones above, and the three per-worker ones (no model selector).
+    assert len(prometheus.queries) == len(SERIES) + 3
 
 
 def test_prometheus_without_the_series_keeps_the_campaign_scrape(one_step):

@@ -55,7 +55,9 @@ def test_random_payloads_for_other_models_have_the_right_dtype_and_shape() -> No
 
 
 def test_sample_reader_reads_whole_records_incrementally(tmp_path: Path) -> None:
-    records = np.array([(10.0, 0.01, 0, 1), (10.5, 0.02, 14, 1), (11.2, 0.03, 0, 4)], dtype=SAMPLE_DTYPE)
+    records = np.array(
+        [(10.0, 0.01, 0, 1, np.nan), (10.5, 0.02, 14, 1, 0.001), (11.2, 0.03, 0, 4, 0.003)], dtype=SAMPLE_DTYPE
+    )
     path = tmp_path / "samples-host-1.bin"
     raw = records.tobytes()
     path.write_bytes(raw[: SAMPLE_DTYPE.itemsize + 5])  # one record and a partial one
@@ -69,6 +71,7 @@ def test_sample_reader_reads_whole_records_incrementally(tmp_path: Path) -> None
     assert counted.completed == 2 and counted.inferences == 5
     assert counted.errors_by_code == {"UNAVAILABLE": 1}
     assert counted.throughput_rps == pytest.approx(2 / 1.5)
+    assert counted.delays_s.tolist() == [0.001, 0.003]  # every request's, where the generator knew it
     assert code_name(-1) == "CLIENT_DROPPED" and code_name(8) == "RESOURCE_EXHAUSTED"
 
 
