@@ -3,9 +3,10 @@ figures every rule reads (Situation)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
+from analysis.batch_curve import BatchCurve
 from analysis.batching import BatchFit, BatchingAnalysis
 from analysis.consistency import Flag
 from analysis.curves import Curve, Objective, Point
@@ -30,6 +31,8 @@ class Context:
     comparisons: list[Comparison]
     objective: Objective
     correlation: Correlation | None = None  # utilization vs throughput over the model's steps
+    loopback: bool = True  # the load generator reached the server on this machine's loopback
+    batch_curves: dict[str, BatchCurve] = field(default_factory=dict)  # by model
 
 
 class Situation:
@@ -42,6 +45,7 @@ class Situation:
         self.util = ctx.utilization[self.peak.step_index]
         self.objective = ctx.objective
         self.fit: BatchFit | None = ctx.batching.fits.get(self.peak.model)
+        self.batch_curve: BatchCurve | None = ctx.batch_curves.get(self.peak.model)
 
     @property
     def at(self) -> str:
@@ -93,3 +97,66 @@ class Situation:
     def knee(self) -> Point | None:
         curve = self.ctx.curve
         return next((p for p in curve.points if p.step_index == curve.knee_step_index), None)
+
+    # ---- the machine and the server's own load at the peak --------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        return self.peak.server_settings.workers or 1
+
+    @property
+    def slots(self) -> int:
+        """Concurrent batch executions of the whole server: instances x workers."""
+        return (self.peak.server_settings.instances or 1) * self.workers
+
+    @property
+    def available_cores(self) -> int | None:
+        cpu = self.peak.cpu
+        return cpu.server_available_cores or cpu.machine_cores or self.util.machine_cores
+
+    @property
+    def compute_busy(self) -> float | None:
+        """Share of the step the compute slots were executing batches."""
+        server, peak = self.peak.server, self.peak
+        if server is None or server.compute_mean_s is None or peak.duration_s <= 0:
+            return None
+        return server.compute_mean_s * server.batches / (peak.duration_s * self.slots)
+
+    @property
+    def loop_cores(self) -> float | None:
+        """The busiest event-loop thread, in cores (measured when the campaign ran the server)."""
+        return self.peak.cpu.server_loop_cores
+
+    @property
+    def loop_lag_s(self) -> float | None:
+        """The busiest worker's mean event-loop timer lateness (from the server's metrics)."""
+        server = self.peak.server
+        if server is None or not server.loop_lag_count:
+            return None
+        lags = [server.loop_lag_s_sum.get(w, 0.0) / n for w, n in server.loop_lag_count.items() if n > 0]
+        return max(lags, default=None)
+
+    @property
+    def request_bytes(self) -> int | None:
+        return self.peak.client.request_bytes if self.peak.client is not None else None
+
+    @property
+    def generator_delay_s(self) -> float | None:
+        return self.peak.client.delay_mean_s if self.peak.client is not None else None
+
+    def per_request_cores(self, cores: float | None) -> float | None:
+        """CPU seconds per answered request for a figure in cores."""
+        rps = self.peak.requests_per_s
+        return cores / rps if cores is not None and rps > 0 else None
+
+    @property
+    def machine_rps(self) -> float | None:
+        """Requests/s the available cores allow at today's CPU per request (server, and the generator when
+        it shares the machine): the ceiling no server setting can lift."""
+        cpu = self.peak.cpu
+        per = self.per_request_cores(cpu.server_cores)
+        if per is None or not self.available_cores:
+            return None
+        if self.ctx.loopback:
+            per += self.per_request_cores(cpu.generator_cores) or 0.0
+        return self.available_cores / per if per > 0 else None

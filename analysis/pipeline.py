@@ -9,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 
+from analysis.batch_curve import build_curves
 from analysis.batching import analyze_batching
 from analysis.consistency import check_step, littles_law_ratio
 from analysis.context import Context
@@ -22,6 +23,7 @@ from analysis.steps import batch_size_mean, describe_load, offered_load
 from analysis.summary import HTML_FILE, MARKDOWN_FILE, SUMMARY_FILE, StepRow, Summary
 from analysis.utilization import UtilizationAnalysis, analyze_utilization
 from analysis.verdict import judge
+from servescope.results import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,10 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
     comparisons = compare_variants(steps, curves, info)
     floor, floor_notes = analyze_floor(steps, info)
     notes.extend(floor_notes)
+    # The target was this machine's loopback when the campaign started the server itself.
+    target = info.target or {}
+    loopback = bool(target.get("embedded")) or is_loopback(target.get("grpc"))
+    batch_curves = build_curves(steps)
     verdicts = []
     for label, group in series.items():
         context = Context(
@@ -77,6 +83,8 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
             correlation=utilization.correlations.get(group[0].model),
             comparisons=comparisons,
             objective=objective,
+            loopback=loopback,
+            batch_curves=batch_curves,
         )
         verdicts.append(judge(context))
     if not steps:

@@ -87,7 +87,7 @@ def render_markdown(summary: Summary) -> str:
             out.append("")
             out.append("Recommendations:")
             out.append("")
-            out.extend(f"1. {rec}" for rec in v.recommendations)
+            out.extend(f"1. {rec.text}" for rec in v.recommendations)
         if v.flagged_steps:
             out.append("")
             out.append(

@@ -18,7 +18,7 @@ def format_verdict(summary: Summary) -> str:
         for reason in verdict.reasons:
             lines.append(f"    because {reason}")
         for recommendation in verdict.recommendations:
-            lines.append(f"    -> {recommendation}")
+            lines.append(f"    -> {recommendation.text}")
         if verdict.flagged_steps:
             lines.append(f"    flagged steps: {', '.join(map(str, verdict.flagged_steps))}")
     if summary.left_out:

@@ -25,18 +25,26 @@ from analysis.steps import (
 )
 from analysis.thresholds import (
     BATCH_WINDOW_SHARE,
+    COMPUTE_BUSY,
+    CONTENDED_OTHER_CORES,
     ERROR_RATIO_MAX,
+    GENERATOR_DELAY_SHARE,
+    GENERATOR_STARVED_WAIT_SHARE,
     GPU_BUSY,
     GPU_IDLE,
     HEADROOM,
+    HEALTHY_MAX_BUSY,
     HOST_BUSY,
-    IDLE_HOST,
+    LARGE_REQUEST_BYTES,
     LONELY_BATCH_MAX,
+    LOOP_BUSY_CORES,
+    LOOP_LAG_SATURATED_S,
     QUEUE_DOMINANT_SHARE,
     REST_DOMINANT_SHARE,
+    SERVER_STARVED_WAIT_SHARE,
 )
 
-Advice = Callable[[Situation], list[str]]
+Advice = Callable[[Situation], list[advice.Recommendation]]
 
 
 @dataclass(frozen=True)
@@ -49,9 +57,13 @@ class VerdictKind:
     css_class: str
     advice: tuple[Advice, ...]
 
-    def recommend(self, s: Situation) -> list[str]:
-        """Every piece's sentences, in order, each once."""
-        return list(dict.fromkeys(text for piece in self.advice for text in piece(s)))
+    def recommend(self, s: Situation) -> list[advice.Recommendation]:
+        """Every piece's recommendations, in order, each once."""
+        seen: dict[str, advice.Recommendation] = {}
+        for piece in self.advice:
+            for recommendation in piece(s):
+                seen.setdefault(recommendation.text, recommendation)
+        return list(seen.values())
 
 
 @dataclass
@@ -72,6 +84,24 @@ GENERATOR_BOUND = VerdictKind(
     "client",
     (advice.more_generators, advice.shorter_window, advice.variants),
 )
+GENERATOR_STARVED = VerdictKind(
+    "generator-starved",
+    "generator-starved: the load generator could not get the CPU it needed",
+    "client",
+    (advice.free_the_generator,),
+)
+MACHINE_CONTENDED = VerdictKind(
+    "machine-contended",
+    "machine-contended: other processes held the CPU the server needed",
+    "client",
+    (advice.quiet_machine,),
+)
+FRONT_END = VerdictKind(
+    "front-end-bound",
+    "front-end-bound: the server's gRPC event loop is saturated",
+    "limit",
+    (advice.more_workers, advice.client_batching, advice.shorter_window, advice.variants),
+)
 QUEUEING = VerdictKind(
     "queueing",
     "queueing / under-provisioned: the server is saturated and requests wait in its queue",
@@ -82,7 +112,7 @@ COMPUTE_CPU = VerdictKind(
     "compute-bound-cpu",
     "compute-bound on CPU",
     "limit",
-    (advice.shorter_window, advice.bigger_batches, advice.variants),
+    (advice.shorter_window, advice.queueing, advice.bigger_batches, advice.variants),
 )
 COMPUTE_GPU = VerdictKind(
     "compute-bound-gpu",
@@ -119,6 +149,12 @@ UNDETERMINED = VerdictKind(
     "undetermined: not enough measurements",
     "unknown",
     (advice.shorter_window, advice.record_metrics, advice.variants),
+)
+UNEXPLAINED = VerdictKind(
+    "unexplained",
+    "unexplained: time goes outside the server, and nothing measured explains it",
+    "unknown",
+    (advice.shorter_window, advice.variants),
 )
 _ALL_KINDS = (
     GENERATOR_BOUND,
@@ -202,6 +238,53 @@ def generator_bound(s: Situation) -> Finding | None:
     )
 
 
+def generator_starved(s: Situation) -> Finding | None:
+    """The generator wanted CPU it did not get, or fell behind its own schedule: its timings include that."""
+    cpu, client = s.peak.cpu, s.peak.client
+    wait = cpu.generator_wait_share
+    delay = client.delay_mean_s if client is not None else None
+    mean = s.parts.client_mean_s
+    waited = wait is not None and wait >= GENERATOR_STARVED_WAIT_SHARE
+    behind = delay is not None and mean > 0 and delay >= GENERATOR_DELAY_SHARE * mean
+    if not (waited or behind):
+        return None
+    reasons = []
+    if waited:
+        reasons.append(
+            f"at {s.at} the load generator's main thread waited for a CPU {wait:.0%} of the step (it used "
+            f"{cpu.generator_cores or 0:.2f} of its {cpu.generator_available_cores or '?'} cores; other "
+            f"processes used {cpu.other_cores or 0:.2f} cores)"
+        )
+    if behind:
+        reasons.append(
+            f"at {s.at} the generator itself took {ms(delay)} on average between an answer and the next "
+            f"request ({delay / mean:.0%} of the {ms(mean)} mean latency it measured)"
+        )
+    reasons.append(
+        f"{pct(s.share('rest_s'))} of the mean latency was outside the server's queue and compute: the "
+        "generator's own delays are in it, so it says nothing about the server"
+    )
+    return Finding(GENERATOR_STARVED, reasons, {"generator_wait_share": wait, "generator_delay_s": delay})
+
+
+def machine_contended(s: Situation) -> Finding | None:
+    """Other processes held the CPU the server needed: the machine, not the server, is the limit."""
+    cpu = s.peak.cpu
+    other, wait = cpu.other_cores, cpu.server_loop_wait_share
+    if other is None or wait is None or other < CONTENDED_OTHER_CORES or wait < SERVER_STARVED_WAIT_SHARE:
+        return None
+    return Finding(
+        MACHINE_CONTENDED,
+        [
+            f"at {s.at} other processes used {other:.2f} cores while the server's event loop waited for a "
+            f"CPU {wait:.0%} of the step (server {cpu.server_cores or 0:.2f}, generator "
+            f"{cpu.generator_cores or 0:.2f} of {s.available_cores or '?'} cores)",
+            f"{s.shares}: the waits are the machine's, not the server's",
+        ],
+        {"other_cores": other, "server_loop_wait_share": wait},
+    )
+
+
 def without_server_metrics(s: Situation) -> Finding | None:
     """No server metrics: healthy only with room to spare and no sign of saturation, else undetermined."""
     if s.parts.available:
@@ -234,17 +317,44 @@ def batching_delay(s: Situation) -> Finding | None:
     )
 
 
-def healthy(s: Situation) -> Finding | None:
-    if not _headroom(s) or _saturated(s):
+def front_end(s: Situation) -> Finding | None:
+    """An event loop at its limit while the compute slots have room: the front end is the bottleneck."""
+    loop, lag, busy = s.loop_cores, s.loop_lag_s, s.compute_busy
+    saturated = (loop is not None and loop >= LOOP_BUSY_CORES) or (
+        lag is not None and lag >= LOOP_LAG_SATURATED_S
+    )
+    if not saturated or (busy is not None and busy >= COMPUTE_BUSY):
+        return None
+    evidence = []
+    if loop is not None:
+        evidence.append(f"the busiest event-loop thread used {loop:.2f} cores")
+    if lag is not None:
+        evidence.append(f"its timer fired {ms(lag)} late on average")
+    cores = s.available_cores
+    idle = None
+    if cores and s.peak.cpu.server_cores is not None:
+        used = s.peak.cpu.server_cores + (s.peak.cpu.generator_cores or 0) + (s.peak.cpu.other_cores or 0)
+        idle = max(0.0, cores - used)
+    return Finding(
+        FRONT_END,
+        [
+            f"at {s.at} {', and '.join(evidence)} ({s.workers} worker{'s' if s.workers != 1 else ''}), while "
+            f"the compute slots were busy {pct(busy)} of the time",
+            f"{s.shares}; requests wait in gRPC and the event loop before the handler, not in the batch queue"
+            + (f"; {idle:.2f} of {cores} cores were idle" if idle is not None else ""),
+        ],
+        {"loop_cores": loop, "loop_lag_s": lag, "compute_busy": busy, "idle_cores": idle},
+    )
+
+
+def queueing_without_batching(s: Situation) -> Finding | None:
+    """Batching off and requests queue for the one slot: batching is the fix, whatever else is busy."""
+    if batching_enabled(s.peak) or s.share("queueing_s") < QUEUE_DOMINANT_SHARE:
         return None
     return Finding(
-        HEALTHY,
-        [
-            f"at {s.at} {s.objective.percentile} {ms(s.latency_s)} is "
-            f"{1 - s.latency_s / s.objective.latency_s:.0%} below the objective {ms(s.objective.latency_s)}, "
-            f"errors {s.peak.error_ratio:.2%}",
-            f"latency never grew faster than throughput over the series; {s.shares}",
-        ],
+        QUEUEING,
+        [f"at {s.at} {s.shares}; batching is off, so every request is computed alone", _saturation(s)],
+        {"compute_busy": s.compute_busy},
     )
 
 
@@ -277,29 +387,49 @@ def host_bound(s: Situation) -> Finding | None:
 
 
 def cpu_compute(s: Situation) -> Finding | None:
-    """Every CPU busy, batching on and batches not full (the batch limit is not what holds them back)."""
-    busy = s.util.host_busy_fraction
-    if s.device != "cpu" or busy is None or busy < HOST_BUSY:
-        return None
-    if not batching_enabled(s.peak) or full_batches(s.peak) or s.share("rest_s") >= REST_DOMINANT_SHARE:
+    """The compute slots (instances x workers) were executing batches nearly all the step."""
+    busy = s.compute_busy
+    if s.device != "cpu" or busy is None or busy < COMPUTE_BUSY:
         return None
     return Finding(
         COMPUTE_CPU,
         [
-            f"at {s.at} every CPU was busy ({s.cores}, {busy:.0%}) with batches of {s.mean_batch:.1f} "
-            f"samples (not full, so the batch limit is not what holds them back); {s.shares}",
-            _saturation(s),
+            f"at {s.at} the {s.slots} compute slot{'s' if s.slots != 1 else ''} (instances x workers) were "
+            f"busy {busy:.0%} of the time with batches of {s.mean_batch:.1f} samples ({s.cores})",
+            f"{s.shares}; {_saturation(s)}",
             *_tracks(s, "server_cpu_r", "server CPU"),
         ],
+        {"compute_busy": busy},
     )
+
+
+def healthy(s: Situation) -> Finding | None:
+    """Only with positive evidence of headroom: the objective met with room, no sign of saturation, the
+    compute slots and the event loop well below their limits."""
+    if not _headroom(s) or _saturated(s):
+        return None
+    busy, loop = s.compute_busy, s.loop_cores
+    if (busy is not None and busy >= HEALTHY_MAX_BUSY) or (loop is not None and loop >= HEALTHY_MAX_BUSY):
+        return None
+    reasons = [
+        f"at {s.at} {s.objective.percentile} {ms(s.latency_s)} is "
+        f"{1 - s.latency_s / s.objective.latency_s:.0%} below the objective {ms(s.objective.latency_s)}, "
+        f"errors {s.peak.error_ratio:.2%}; compute slots busy {pct(busy)}"
+        + (f", event loop {loop:.2f} cores" if loop is not None else ""),
+        f"latency never grew faster than throughput over the series; {s.shares}",
+    ]
+    if len(s.ctx.steps) == 1:
+        reasons.append(
+            "one load step only: no knee can be seen, so how far the load can grow is not known; measure "
+            "higher load"
+        )
+    return Finding(HEALTHY, reasons, {"compute_busy": busy})
 
 
 def queueing(s: Situation) -> Finding | None:
     if s.share("queueing_s") < QUEUE_DOMINANT_SHARE:
         return None
-    if not batching_enabled(s.peak):
-        why = "batching is off, so every request is computed alone"
-    elif full_batches(s.peak):
+    if full_batches(s.peak):
         limit = s.peak.server_settings.max_batch_size
         why = f"batches were full ({s.mean_batch:.1f} of max {limit} samples)"
     else:
@@ -308,12 +438,18 @@ def queueing(s: Situation) -> Finding | None:
 
 
 def serialization(s: Situation) -> Finding | None:
+    """Time outside queue and compute, with evidence that the transport is where it goes: a server
+    across a network, or large requests. Never on loopback with small messages."""
     if s.share("rest_s") < REST_DOMINANT_SHARE:
         return None
-    parts, util = s.parts, s.util
+    large = s.request_bytes is not None and s.request_bytes >= LARGE_REQUEST_BYTES
+    if s.ctx.loopback and not large:
+        return None
+    parts = s.parts
+    where = "the server is across a network" if not s.ctx.loopback else f"requests of {s.request_bytes} bytes"
     reasons = [
         f"at {s.at} {s.shares}: server overhead {ms(parts.server_overhead_s)}, outside the server "
-        f"{ms(parts.outside_server_s)}",
+        f"{ms(parts.outside_server_s)}; {where}",
         _saturation(s),
     ]
     if parts.outside_server_s is not None:
@@ -324,36 +460,48 @@ def serialization(s: Situation) -> Finding | None:
             "transport, client): a cost that grows with load is a queue there, not a fixed "
             "per-request cost"
         )
-    busy = util.host_busy_fraction
-    if busy is not None and busy < IDLE_HOST:
-        reasons.append(
-            f"the server and the generator used only {busy:.0%} of the {util.machine_cores} cores: on a "
-            "shared machine, other processes may have held the CPU"
-        )
     return Finding(SERIALIZATION, reasons)
 
 
 def largest_component(s: Situation) -> Finding:
-    """Nothing above matched: the largest part of the latency names the limit."""
+    """Nothing above matched: the largest part of the latency names the limit, except time outside the
+    server that no measurement explains, which is said as such."""
     shares = {
         QUEUEING: s.share("queueing_s"),
         BATCHING_DELAY: s.share("batching_delay_s"),
         COMPUTE_GPU if s.device == "cuda" else COMPUTE_CPU: s.share("compute_s"),
-        SERIALIZATION: s.share("rest_s"),
+        UNEXPLAINED: s.share("rest_s"),
     }
     kind = max(shares, key=lambda k: shares[k])
+    if kind is UNEXPLAINED:
+        loop = f"{s.loop_cores:.2f} cores" if s.loop_cores is not None else "not measured"
+        return Finding(
+            UNEXPLAINED,
+            [
+                f"at {s.at} {s.shares} ({s.cores})",
+                f"on loopback with {s.request_bytes or '?'}-byte requests the transport is not the limit, "
+                "the "
+                f"event loop ({loop}) and the generator were not saturated: measure more load steps, or run "
+                "the server from the campaign so that its threads are measured",
+                _saturation(s),
+            ],
+        )
     return Finding(kind, [f"at {s.at} {s.shares} ({s.cores})", _saturation(s)])
 
 
 Rule = Callable[[Situation], Finding | None]
 RULES: tuple[Rule, ...] = (
     generator_bound,
+    generator_starved,
+    machine_contended,
     without_server_metrics,
     batching_delay,
-    healthy,
+    front_end,
+    queueing_without_batching,
     gpu_compute,
     host_bound,
     cpu_compute,
+    healthy,
     queueing,
     serialization,
     largest_component,

@@ -20,9 +20,19 @@ GPU_BUSY = 0.85
 GPU_IDLE = 0.5
 OPEN_LOOP_SHORTFALL = 0.9
 GENERATOR_BUSY_PERCENT = GENERATOR_SATURATED_PERCENT
+GENERATOR_STARVED_WAIT_SHARE = 0.5
+GENERATOR_DELAY_SHARE = 0.25
+CONTENDED_OTHER_CORES = 0.5
+SERVER_STARVED_WAIT_SHARE = 0.3
+LOOP_BUSY_CORES = 0.85
+LOOP_LAG_SATURATED_S = 0.002
+COMPUTE_BUSY = 0.85
+HEALTHY_MAX_BUSY = 0.8
+LARGE_REQUEST_BYTES = 1 << 20
 FULL_BATCH_FRACTION = 0.9
 # Recommendations (analysis/recommend.py)
 BETTER_VARIANT_RATIO = 1.1
+BATCH_GAIN_MIN = 0.1
 # Batching (analysis/batching.py)
 STOP_PAYING_FRACTION = 0.9
 WINDOW_OBJECTIVE_SHARE = 0.1
@@ -51,8 +61,22 @@ MEANINGS: dict[str, str] = {
     "OPEN_LOOP_SHORTFALL": "an open-loop step answering under this share of the offered rate is saturated",
     "GENERATOR_BUSY_PERCENT": "the load generator is saturated when one of its processes uses this percent "
     "of a core",
+    "GENERATOR_STARVED_WAIT_SHARE": "the load generator is starved when its main thread waited for a CPU "
+    "this share of the step",
+    "GENERATOR_DELAY_SHARE": "the load generator is behind when its own send delay is this share of the mean "
+    "latency",
+    "CONTENDED_OTHER_CORES": "other processes using this many cores while the server waits for a CPU: the "
+    "machine, not the server",
+    "SERVER_STARVED_WAIT_SHARE": "the server's event loop waited for a CPU this share of the step: starved",
+    "LOOP_BUSY_CORES": "an event-loop thread using this many cores is saturated (front-end-bound)",
+    "LOOP_LAG_SATURATED_S": "a mean event-loop timer lateness this long (seconds) also says the loop is "
+    "saturated",
+    "COMPUTE_BUSY": "the compute slots (instances x workers) busy this share of the step: compute-bound",
+    "HEALTHY_MAX_BUSY": "healthy needs the compute slots and the event loop below this load",
+    "LARGE_REQUEST_BYTES": "requests this large (bytes) make the transport a plausible limit",
     "FULL_BATCH_FRACTION": "batches are full when they average this share of max_batch_size",
     "BETTER_VARIANT_RATIO": "recommend another precision variant from this throughput ratio",
+    "BATCH_GAIN_MIN": "a larger batch is worth it while throughput per sample still improves by this share",
     "STOP_PAYING_FRACTION": "larger batches stop paying once one instance reaches this share of its ceiling",
     "WINDOW_OBJECTIVE_SHARE": "a suggested batch window takes at most this share of the latency objective",
     "DELAY_WORTH_CHANGING": "suggest a shorter window only at or below this share of the current one",

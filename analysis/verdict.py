@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.context import Context, Situation
+from analysis.recommend import Recommendation
 from analysis.rules import first_finding
 from analysis.steps import batch_size_mean, batching_enabled, describe_load
 
@@ -25,7 +26,7 @@ class Verdict:
     based_on_steps: list[int]
     evidence: dict[str, Any]
     reasons: list[str]
-    recommendations: list[str] = field(default_factory=list)
+    recommendations: list[Recommendation] = field(default_factory=list)
     flagged_steps: list[int] = field(default_factory=list)
 
 

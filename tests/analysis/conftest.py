@@ -12,6 +12,7 @@ import pytest
 
 from servescope.results import (
     CampaignInfo,
+    ClientTiming,
     CpuUsage,
     GpuUsage,
     LatencySummary,
@@ -111,6 +112,15 @@ class Shape:
     with_server: bool = True
     rate_rps: float | None = None  # open loop: offered rate; answered = min(rate, capacity_rps)
     capacity_rps: float | None = None
+    workers: int = 1
+    # The machine accounting of a step recorded by a campaign that ran the server (None: not measured).
+    loop_cores: float | None = None  # the busiest event-loop thread
+    loop_wait: float | None = None  # its run-queue wait share
+    generator_wait: float | None = None
+    other_cores: float | None = None
+    client_delay_s: float | None = None  # the generator's own delay between answer and next request
+    request_bytes: int = 400
+    loop_lag_s: float | None = None  # mean event-loop timer lateness from the metrics
 
 
 def make_step(index: int, shape: Shape) -> StepRecord:
@@ -142,6 +152,10 @@ def make_step(index: int, shape: Shape) -> StepRecord:
             rejected={"queue_full": float(shape.errors.get("RESOURCE_EXHAUSTED", 0))},
             requests_by_code={"OK": completed, **{k: float(v) for k, v in shape.errors.items()}},
         )
+        if shape.loop_lag_s is not None:
+            ticks = shape.duration_s / 0.05
+            server.loop_lag_count = {str(w): ticks for w in range(shape.workers)}
+            server.loop_lag_s_sum = {str(w): ticks * shape.loop_lag_s for w in range(shape.workers)}
     return StepRecord(
         step_index=index,
         model=shape.model,
@@ -156,6 +170,7 @@ def make_step(index: int, shape: Shape) -> StepRecord:
             max_queue_delay_us=shape.delay_us if shape.batching else 0,
             instances=shape.instances,
             device=shape.device,
+            workers=shape.workers,
         ),
         started_at=f"2026-11-29T14:{index:02d}:00+00:00",
         warmup_s=2.0,
@@ -182,6 +197,17 @@ def make_step(index: int, shape: Shape) -> StepRecord:
             generator_max_process_percent=shape.generator_max_percent,
             generator_saturated=shape.generator_saturated,
             machine_cores=shape.cores,
+            server_available_cores=shape.cores,
+            generator_available_cores=shape.cores,
+            other_cores=shape.other_cores,
+            server_loop_cores=shape.loop_cores,
+            server_loop_wait_share=shape.loop_wait,
+            generator_wait_share=shape.generator_wait,
+        ),
+        client=ClientTiming(
+            delay_mean_s=shape.client_delay_s or 0.0,
+            delay_p99_s=(shape.client_delay_s or 0.0) * 3,
+            request_bytes=shape.request_bytes,
         ),
         gpu=GpuUsage("Test GPU", shape.gpu_util, 1e9, 8e9) if shape.gpu_util is not None else None,
     )

@@ -87,7 +87,7 @@ def test_batching_off_under_high_concurrency_is_queueing(tmp_path, model_reposit
     assert verdict["kind"] == "queueing", verdict
     assert "batching is off" in verdict["reasons"][0]
     assert verdict["evidence"]["queueing_share"] > 0.5
-    assert verdict["recommendations"][0].startswith("enable dynamic batching (--max-batch-size 64")
+    assert verdict["recommendations"][0]["text"].startswith("enable dynamic batching (--max-batch-size 64")
 
 
 @pytest.mark.slow
@@ -97,7 +97,7 @@ def test_large_queue_delay_at_concurrency_one_is_batching_delay_bound(tmp_path, 
     # The server waits the whole window before it runs a batch of one.
     assert verdict["evidence"]["batch_size_mean"] == pytest.approx(1.0)
     assert verdict["evidence"]["batching_delay_share"] >= 0.4
-    assert verdict["recommendations"][0].startswith("lower max_queue_delay_us from 20000 to ")
+    assert verdict["recommendations"][0]["text"].startswith("lower max_queue_delay_us from 20000 to ")
 
 
 @pytest.mark.slow
@@ -119,7 +119,7 @@ def test_servers_differing_only_in_adaptive_delay_are_two_series(tmp_path, model
     for verdict in (fixed, adaptive):
         # The verdict quotes, and recommends from, steps of its own series only.
         quoted = {verdict.evidence["peak_step"], *verdict.based_on_steps}
-        for text in verdict.recommendations + verdict.reasons:
+        for text in [r.text for r in verdict.recommendations] + verdict.reasons:
             quoted.update(int(n) for n in re.findall(r"\bstep (\d+)", text))
         assert {steps[i] for i in quoted} == {verdict.series}, (verdict.series, quoted)
     assert fixed.kind == "batching-delay-bound", fixed

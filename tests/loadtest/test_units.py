@@ -56,7 +56,8 @@ def test_random_payloads_for_other_models_have_the_right_dtype_and_shape() -> No
 
 def test_sample_reader_reads_whole_records_incrementally(tmp_path: Path) -> None:
     records = np.array(
-        [(10.0, 0.01, 0, 1, np.nan), (10.5, 0.02, 14, 1, 0.001), (11.2, 0.03, 0, 4, 0.003)], dtype=SAMPLE_DTYPE
+        [(10.0, 0.01, 0, 1, np.nan), (10.5, 0.02, 14, 1, 0.001), (11.2, 0.03, 0, 4, 0.003)],
+        dtype=SAMPLE_DTYPE,
     )
     path = tmp_path / "samples-host-1.bin"
     raw = records.tobytes()
