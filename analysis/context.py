@@ -128,6 +128,15 @@ class Situation:
         return self.peak.cpu.server_loop_cores
 
     @property
+    def loop_demand(self) -> float | None:
+        """The busiest event loop's demand for CPU, in cores: the time it ran plus the time it was
+        runnable but waited for a CPU. Near 1 the loop is saturated, whether or not it got the CPU."""
+        cpu = self.peak.cpu
+        if cpu.server_loop_cores is None:
+            return None
+        return cpu.server_loop_cores + (cpu.server_loop_wait_share or 0.0)
+
+    @property
     def loop_lag_s(self) -> float | None:
         """The busiest worker's mean event-loop timer lateness (from the server's metrics)."""
         server = self.peak.server

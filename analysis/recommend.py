@@ -318,6 +318,9 @@ def more_workers(s: Situation) -> list[Recommendation]:
     target = min(max(workers + 1, cores // 2 if cores >= 4 else workers + 1), max(cores, workers + 1), 16)
     if target <= workers:
         return []
+    limit = s.machine_rps
+    if limit is not None and limit < 1.1 * s.peak.requests_per_s:
+        return []  # the cores are used up: another event loop would have no CPU to run on
     loop = (
         f"{s.loop_cores:.2f} cores" if s.loop_cores is not None else f"a mean timer lag of {ms(s.loop_lag_s)}"
     )

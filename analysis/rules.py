@@ -239,14 +239,18 @@ def generator_bound(s: Situation) -> Finding | None:
 
 
 def generator_starved(s: Situation) -> Finding | None:
-    """The generator wanted CPU it did not get, or fell behind its own schedule: its timings include that."""
+    """Other processes took the CPU the generator wanted, or it fell behind its own schedule, and the time
+    outside the server (where its delays show) dominates the latency: its timings describe it, not the
+    server. A generator that waits because the server it loads shares its cores is not starved by
+    something else, and when the server's own queue or compute dominates, its waits change nothing."""
     cpu, client = s.peak.cpu, s.peak.client
     wait = cpu.generator_wait_share
     delay = client.delay_mean_s if client is not None else None
     mean = s.parts.client_mean_s
-    waited = wait is not None and wait >= GENERATOR_STARVED_WAIT_SHARE
+    others = cpu.other_cores is not None and cpu.other_cores >= CONTENDED_OTHER_CORES
+    waited = wait is not None and wait >= GENERATOR_STARVED_WAIT_SHARE and others
     behind = delay is not None and mean > 0 and delay >= GENERATOR_DELAY_SHARE * mean
-    if not (waited or behind):
+    if not (waited or behind) or s.share("rest_s") < REST_DOMINANT_SHARE:
         return None
     reasons = []
     if waited:
@@ -319,15 +323,19 @@ def batching_delay(s: Situation) -> Finding | None:
 
 def front_end(s: Situation) -> Finding | None:
     """An event loop at its limit while the compute slots have room: the front end is the bottleneck."""
-    loop, lag, busy = s.loop_cores, s.loop_lag_s, s.compute_busy
-    saturated = (loop is not None and loop >= LOOP_BUSY_CORES) or (
+    loop, demand, lag, busy = s.loop_cores, s.loop_demand, s.loop_lag_s, s.compute_busy
+    saturated = (demand is not None and demand >= LOOP_BUSY_CORES) or (
         lag is not None and lag >= LOOP_LAG_SATURATED_S
     )
     if not saturated or (busy is not None and busy >= COMPUTE_BUSY):
         return None
     evidence = []
     if loop is not None:
-        evidence.append(f"the busiest event-loop thread used {loop:.2f} cores")
+        wait = s.peak.cpu.server_loop_wait_share or 0.0
+        evidence.append(
+            f"the busiest event-loop thread used {loop:.2f} cores"
+            + (f" and waited for a CPU {wait:.0%} of the step" if wait >= 0.05 else "")
+        )
     if lag is not None:
         evidence.append(f"its timer fired {ms(lag)} late on average")
     cores = s.available_cores
@@ -343,7 +351,13 @@ def front_end(s: Situation) -> Finding | None:
             f"{s.shares}; requests wait in gRPC and the event loop before the handler, not in the batch queue"
             + (f"; {idle:.2f} of {cores} cores were idle" if idle is not None else ""),
         ],
-        {"loop_cores": loop, "loop_lag_s": lag, "compute_busy": busy, "idle_cores": idle},
+        {
+            "loop_cores": loop,
+            "loop_demand": demand,
+            "loop_lag_s": lag,
+            "compute_busy": busy,
+            "idle_cores": idle,
+        },
     )
 
 
@@ -475,17 +489,24 @@ def largest_component(s: Situation) -> Finding:
     kind = max(shares, key=lambda k: shares[k])
     if kind is UNEXPLAINED:
         loop = f"{s.loop_cores:.2f} cores" if s.loop_cores is not None else "not measured"
-        return Finding(
-            UNEXPLAINED,
-            [
-                f"at {s.at} {s.shares} ({s.cores})",
-                f"on loopback with {s.request_bytes or '?'}-byte requests the transport is not the limit, "
-                "the "
-                f"event loop ({loop}) and the generator were not saturated: measure more load steps, or run "
-                "the server from the campaign so that its threads are measured",
-                _saturation(s),
-            ],
-        )
+        reasons = [
+            f"at {s.at} {s.shares} ({s.cores})",
+            f"on loopback with {s.request_bytes or '?'}-byte requests the transport is not the limit, and "
+            f"neither the event loop ({loop}) nor the generator was saturated",
+        ]
+        wait = s.peak.cpu.generator_wait_share
+        if wait is not None and wait >= GENERATOR_STARVED_WAIT_SHARE:
+            reasons.append(
+                f"the load generator shares the cores with the server and waited for {wait:.0%} of the CPU "
+                "time it asked for: its own delays are likely in the time outside the server; run it on "
+                "another machine to measure the server alone"
+            )
+        else:
+            reasons.append(
+                "measure more load steps, or run the server from the campaign so that its threads are "
+                "measured"
+            )
+        return Finding(UNEXPLAINED, [*reasons, _saturation(s)])
     return Finding(kind, [f"at {s.at} {s.shares} ({s.cores})", _saturation(s)])
 
 

@@ -9,8 +9,10 @@ its measured interval. Linux-specific parts (schedstat, per-thread times) degrad
   server, the generator and this driver.
 - the server's event-loop threads: the main thread of each server process (grpc.aio runs its loop
   there; with --workers, every worker's); the busiest is what saturates first.
-- wait share: /proc/<pid>/task/<tid>/schedstat's run-queue wait over the interval, per wall second: the
-  share of the step a thread was runnable but not running.
+- wait share: /proc/<pid>/task/<tid>/schedstat's run-queue wait. For the server's event loop, per wall
+  second: the share of the step it was runnable but not running. For the generator, over all its
+  threads (gRPC's event-engine threads do much of its work): waited / (ran + waited), the share of the
+  CPU time it asked for that it had to wait for.
 """
 
 from __future__ import annotations
@@ -24,12 +26,32 @@ from typing import Any
 from servescope.cores import available_cores
 
 
-def _schedstat_wait_s(pid: int, tid: int) -> float | None:
+def _schedstat(pid: int, tid: int) -> tuple[float, float] | None:
+    """(ran, waited on a run queue) of a thread so far, in seconds."""
     try:
         fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
-        return int(fields[1]) / 1e9
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _schedstat_wait_s(pid: int, tid: int) -> float | None:
+    stat = _schedstat(pid, tid)
+    return stat[1] if stat is not None else None
+
+
+def _process_schedstat(pid: int) -> tuple[float, float] | None:
+    """(ran, waited) summed over every thread of a process."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        return None
+    ran = waited = 0.0
+    for tid in tids:
+        stat = _schedstat(pid, tid)
+        if stat is not None:
+            ran, waited = ran + stat[0], waited + stat[1]
+    return ran, waited
 
 
 @dataclass
@@ -39,7 +61,7 @@ class Reading:
     server_threads_s: dict[int, float] = field(default_factory=dict)  # every server thread -> CPU s
     loop_threads_s: dict[int, float] = field(default_factory=dict)  # server main threads -> CPU s
     loop_wait_s: dict[int, float] = field(default_factory=dict)  # server main threads -> run-queue wait
-    generator_wait_s: dict[int, float] = field(default_factory=dict)  # generator main threads -> wait
+    generator_sched_s: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid -> (ran, waited)
     machine_busy_s: float | None = None
     driver_cpu_s: float = 0.0
 
@@ -102,9 +124,10 @@ class Accounting:
         for proc in [*self.generators, *self.server]:
             reading.process_cpu_s[proc.pid] = self._cpu_s(self._family(proc))
         for proc in self.generators:
-            wait = _schedstat_wait_s(proc.pid, proc.pid)
-            if wait is not None:
-                reading.generator_wait_s[proc.pid] = wait
+            for member in self._family(proc):
+                stat = _process_schedstat(member.pid)
+                if stat is not None:
+                    reading.generator_sched_s[member.pid] = stat
         for proc in self.server:
             for member in self._family(proc):
                 try:
@@ -159,5 +182,17 @@ class Accounting:
             server_loop_cores=busiest(delta(after.loop_threads_s, before.loop_threads_s)),
             server_busiest_thread_cores=busiest(delta(after.server_threads_s, before.server_threads_s)),
             server_loop_wait_share=busiest(delta(after.loop_wait_s, before.loop_wait_s)),
-            generator_wait_share=busiest(delta(after.generator_wait_s, before.generator_wait_s)),
+            generator_wait_share=_wait_share(before.generator_sched_s, after.generator_sched_s),
         )
+
+
+def _wait_share(
+    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
+) -> float | None:
+    """Waited / (ran + waited) over the processes present in both readings."""
+    ran = waited = 0.0
+    for pid, (ran_after, waited_after) in after.items():
+        if pid in before:
+            ran += ran_after - before[pid][0]
+            waited += waited_after - before[pid][1]
+    return waited / (ran + waited) if ran + waited > 0 else None

@@ -114,7 +114,8 @@ class CpuUsage:
     server_loop_cores: float | None = None  # the busiest worker's event-loop (main) thread
     server_busiest_thread_cores: float | None = None  # the server's busiest thread, whichever it is
     server_loop_wait_share: float | None = None  # that event-loop thread, runnable but not running
-    generator_wait_share: float | None = None  # the busiest generator process's main thread, likewise
+    # The generator's threads together: of the CPU time they asked for, the share they waited for.
+    generator_wait_share: float | None = None
 
 
 @dataclass

@@ -25,7 +25,7 @@ def mixed_campaign(handmade, kit):
         S(users=1, queue_s=0.0, compute_s=0.0008, batch_mean=1, batching=False),
         S(users=32, queue_s=0.030, compute_s=0.0008, batch_mean=1, batching=False),
         S(users=1, queue_s=0.001, compute_s=0.0008, batch_mean=1),
-        S(users=32, queue_s=0.003, compute_s=0.003, batch_mean=20),
+        S(users=32, queue_s=0.003, compute_s=0.002, batch_mean=20),
     ]
     return handmade(shapes)
 
