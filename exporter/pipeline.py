@@ -255,8 +255,8 @@ def _write_variant(
 ) -> dict[str, Any]:
     """Write folder/1/model.onnx of one precision, check it against fp32, and return its metadata."""
     from exporter import convert, measure
-    from exporter.flops import flops_per_sample
     from exporter.variants import make_variant, op_types
+    from servescope.flops import flops_per_sample
 
     (folder / VERSION).mkdir(parents=True)
     model = make_variant(fp32, precision)

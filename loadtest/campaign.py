@@ -43,6 +43,7 @@ from loadtest.runner import StepFailed, StepTiming, run_step
 from loadtest.server_info import reported_settings
 from loadtest.server_proc import ManagedServer, ServerStartError, start_server
 from servescope import results
+from servescope.flops import graph_figures
 from servescope.repository import ModelEntry, RepositoryError, list_models
 from servescope.results import CampaignInfo, ServerSettings, StepRecord
 from servescope.settings import ServeFlags
@@ -89,6 +90,18 @@ def prepare_output(output: Path) -> None:
     if (output / results.CAMPAIGN_FILE).exists() or (output / results.STEPS_FILE).exists():
         raise CampaignError(f"--output {output}: already holds a campaign; choose a new folder or delete it")
     output.mkdir(parents=True, exist_ok=True)
+
+
+def model_facts(entry: ModelEntry) -> dict[str, Any]:
+    """A model's metadata.json for campaign.json; without FLOPs there (a model servescope did not export),
+    FLOPs and weight bytes counted from its ONNX graph, so the analysis can draw the analytic floor."""
+    facts = dict(entry.metadata)
+    if not facts.get("flops_per_sample"):
+        with contextlib.suppress(RepositoryError):
+            counted = graph_figures(entry.model_file())
+            if counted is not None:
+                facts.update(counted)
+    return facts
 
 
 def models_from_repository(repository: Path, models: list[str]) -> dict[str, ModelEntry]:
@@ -143,7 +156,7 @@ def run_campaign(
         machine=machine_info(),
         objective=cfg.objective(),
         target={"grpc": target, "metrics_url": metrics_url, "embedded": embedded},
-        models={name: dict(entry.metadata) for name, entry in entries.items()},
+        models={name: model_facts(entry) for name, entry in entries.items()},
         peak=peak_probe(),
     )
     results.write_campaign(info, output)

@@ -153,7 +153,13 @@ def test_a_heavy_model_is_compute_bound(tmp_path: Path, planted_repository: Path
         "objective: {percentile: p99, latency_ms: 2000}",
         "--model-repository", str(planted_repository),
     )  # fmt: skip
+    # No metadata.json: the campaign counted FLOPs and weights from the ONNX graph, so there is a floor.
+    facts = json.loads((output / "campaign.json").read_text())["models"]["heavy"]
+    assert facts["flops_per_sample"] == 2 * (256 * 4096 + 4096 * 4096 * 2 + 4096)
+    assert facts["weight_bytes"] == 4 * (256 * 4096 + 4096 * 4096 * 2 + 4096)
     verdict = verdict_of(tmp_path, output)
+    summary = json.loads((tmp_path / f"{output.name}-analysis" / "summary.json").read_text())
+    assert [f["model"] for f in summary["floor"]] == ["heavy"]
     if contended(output):
         assert verdict["kind"] == "machine-contended", verdict
         return

@@ -17,9 +17,9 @@ import pytest
 from google.protobuf import text_format
 from onnx import numpy_helper
 
-from exporter.flops import flops_per_sample
 from servescope import repository
 from servescope.corpus import pad_sequences, synthetic_reviews
+from servescope.flops import flops_per_sample
 from servescope.protocol import model_config_pb2 as servescope_mc
 
 pytestmark = pytest.mark.slow  # the session fixture trains and exports once (~15-30 s)

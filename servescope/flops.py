@@ -100,3 +100,23 @@ def _gemm_flops(node: Any, shapes: dict[str, list[int | None]]) -> int:
     k, n = (b_shape[1], b_shape[0]) if _attribute(node, "transB", 0) else (b_shape[0], b_shape[1])
     rows = (a_shape[1] if _attribute(node, "transA", 0) else a_shape[0]) or 1
     return 2 * rows * k * n
+
+
+def graph_figures(path: Any) -> dict[str, Any] | None:
+    """flops_per_sample and weight_bytes of an ONNX file, for a model without metadata.json; None when
+    the onnx package is missing or the graph cannot be counted (an op whose shapes are not static)."""
+    try:
+        import onnx
+        from onnx import helper
+    except ImportError:
+        return None
+    try:
+        model = onnx.load(str(path))
+        flops = flops_per_sample(model)["total"]
+    except Exception:  # onnx raises its own error types for files it cannot read or infer
+        return None
+    weight_bytes = 0
+    for init in model.graph.initializer:
+        itemsize = helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+        weight_bytes += math.prod(init.dims) * itemsize
+    return {"flops_per_sample": int(flops), "weight_bytes": int(weight_bytes), "flops_source": "ONNX graph"}
