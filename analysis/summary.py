@@ -75,7 +75,7 @@ class Summary:
     files: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        data = _plain(self)
+        data = plain(self)
         # Per variant at a glance: the verdict of each of its series, in series order.
         by_model: dict[str, list[dict[str, str]]] = {}
         for verdict in self.verdicts:
@@ -94,13 +94,14 @@ class Summary:
         return data
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Dataclasses, dicts, lists and tuples as JSON-ready values (NaN and infinity as None)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return None  # JSON has no NaN/Infinity
     return value

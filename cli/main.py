@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "load": ("loadtest.cli_load", "run one headless Locust load test against a server"),
     "campaign": ("loadtest.cli_campaign", "run a load campaign described by a YAML file"),
     "analyze": ("analysis.cli", "find the bottleneck in a campaign and write a report"),
+    "compare": ("analysis.cli_compare", "compare two campaigns series by series, beyond their noise"),
     "demo": ("cli.demo", "export, serve, load and analyze end to end on this machine"),
 }
 
