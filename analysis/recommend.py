@@ -10,7 +10,7 @@ the change and checks the prediction.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.batching import suggest_delay_us, suggest_max_batch
@@ -31,6 +31,13 @@ class Change:
     current: Any = None
     where: str = "server"
     flag: str | None = None  # the command-line form, e.g. "--max-queue-delay-us 600"
+    also: dict[str, Any] = field(
+        default_factory=dict
+    )  # settings that go with it (enabling batching: its size)
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting this change makes, by name."""
+        return {self.setting: self.value, **self.also}
 
 
 @dataclass
@@ -231,8 +238,9 @@ def queueing(s: Situation) -> list[Recommendation]:
             expected, capped = _cap(s, peak.requests_per_s * gain)
             prediction = _predict(s, "requests_per_s", expected, "; ".join(p for p in (basis, capped) if p))
         change = Change(
-            "batching", True, False, "server", f"--max-batch-size {size} --max-queue-delay-us {delay_us}"
-        )
+            "batching", True, False, "server", f"--max-batch-size {size} --max-queue-delay-us {delay_us}",
+            {"max_batch_size": size, "max_queue_delay_us": delay_us},
+        )  # fmt: skip
         return [Recommendation(text, change, prediction)]
     if full_batches(peak):
         return []  # the bigger-batch advice covers it

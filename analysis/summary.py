@@ -73,6 +73,9 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     prometheus_url: str | None = None
     files: dict[str, str] = field(default_factory=dict)
+    # Follow-up results linked from the reports, text -> path relative to the report (e.g. the demo's
+    # verified recommendation and its compare report).
+    links: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = plain(self)

@@ -2,7 +2,10 @@
 
 1. export the sentiment model in fp32, int8 and fp16 (synthetic corpus; reused when already there),
 2. run the demo load campaign, which starts and stops the server for each server setting,
-3. analyze the campaign and print the verdict with its recommendations.
+3. analyze the campaign,
+4. verify one recommendation: apply the top server-setting change for fp32 with batching off, re-measure
+   at the load it predicts for, and print predicted against measured (the compare report is linked
+   from report.html); then print the verdicts.
 
 Everything it starts, it stops; Ctrl-C at any point leaves what finished on disk and says where.
 """
@@ -73,14 +76,21 @@ def run(args: argparse.Namespace) -> int:
         if value < 1:
             raise UsageError(f"{flag} {value}: must be at least 1")
     run_dir = args.output / dt.datetime.now().strftime("demo-%Y%m%d-%H%M%S")
-    _say(f"[1/3] Models: {args.model_repository}")
+    _say(f"[1/4] Models: {args.model_repository}")
     _ensure_models(args)
-    _say(f"[2/3] Load campaign: results in {run_dir / 'campaign'}")
+    _say(f"[2/4] Load campaign: results in {run_dir / 'campaign'}")
     campaign_dir = _run_campaign(args, run_dir / "campaign")
-    _say(f"[3/3] Analysis: report in {run_dir / 'report'}")
-    verdict = _analyze(campaign_dir, run_dir / "report")
+    _say(f"[3/4] Analysis: report in {run_dir / 'report'}")
+    summary = _analyze(campaign_dir, run_dir / "report")
+    _say(f"[4/4] Verifying one recommendation: results in {run_dir / 'verify'}")
+    verified = _verify(args, campaign_dir, summary, run_dir)
+    from analysis.pipeline import format_verdict
+
     print()
-    print(verdict)
+    print(format_verdict(summary))
+    if verified is not None:
+        print(f"Verified: {verified.line()}")
+        print(f"  compare report: {verified.compare_html}")
     print()
     _say(f"Demo finished in {time.perf_counter() - started:.0f} s. Open {run_dir / 'report' / 'report.html'}")
     return 0
@@ -174,15 +184,39 @@ def _run_campaign(args: argparse.Namespace, output: Path) -> Path:
         raise CommandError(f"load campaign failed: {exc} (the finished steps are kept in {output})") from exc
 
 
-def _analyze(campaign_dir: Path, output: Path) -> str:
-    from analysis.pipeline import analyze_campaign, format_verdict
+def _analyze(campaign_dir: Path, output: Path) -> Any:
+    from analysis.pipeline import analyze_campaign
     from servescope.results import ResultsError
 
     try:
-        summary = analyze_campaign(campaign_dir, output)
+        return analyze_campaign(campaign_dir, output)
     except ResultsError as exc:
         raise CommandError(f"analysis failed: {exc}") from exc
-    return format_verdict(summary)
+
+
+def _verify(args: argparse.Namespace, campaign_dir: Path, summary: Any, run_dir: Path) -> Any:
+    """Apply the top recommendation of fp32 with batching off, re-measure it, and link the comparison
+    from the report (the report is written again with the link)."""
+    from analysis.pipeline import write_reports
+    from analysis.reader import load_campaign
+    from cli.tune import verify_top_recommendation
+    from loadtest.campaign import CampaignError
+
+    try:
+        verified = verify_top_recommendation(
+            campaign_dir, summary, "sentiment_fp32", "batching off", run_dir / "verify",
+            args.model_repository, progress=lambda line: _say(f"  {line}"),
+        )  # fmt: skip
+    except CampaignError as exc:
+        _say(f"  the verification could not run: {exc}")
+        return None
+    if verified is None:
+        _say("  no server-setting recommendation to verify for sentiment_fp32 with batching off")
+        return None
+    report = run_dir / "report"
+    summary.links[f"Verified: {verified.line()}"] = os.path.relpath(verified.compare_html, report)
+    write_reports(summary, load_campaign(campaign_dir), report)
+    return verified
 
 
 if __name__ == "__main__":  # pragma: no cover - `servescope demo` is the entry point

@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "campaign": ("loadtest.cli_campaign", "run a load campaign described by a YAML file"),
     "analyze": ("analysis.cli", "find the bottleneck in a campaign and write a report"),
     "compare": ("analysis.cli_compare", "compare two campaigns series by series, beyond their noise"),
+    "tune": ("cli.tune", "apply the top recommendation, re-measure, check its prediction, repeat"),
     "demo": ("cli.demo", "export, serve, load and analyze end to end on this machine"),
 }
 

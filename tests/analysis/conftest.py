@@ -236,7 +236,22 @@ def kit():
     """The builders, for tests (conftest modules cannot be imported under --import-mode=importlib)."""
     import types
 
-    return types.SimpleNamespace(Shape=Shape, make_info=make_info, make_step=make_step, models=MODELS)
+    return types.SimpleNamespace(
+        Shape=Shape, make_info=make_info, make_step=make_step, models=MODELS, contended=contended
+    )
+
+
+# What the analysis says when other processes of a shared machine held the CPU during a real campaign:
+# the honest verdict is then the machine's or the starved generator's, and a planted one cannot be seen.
+CONTENDED_KINDS = {"machine-contended", "generator-starved"}
+
+
+def contended(campaign_dir: Path) -> bool:
+    """Whether other processes measurably took CPU during a real campaign (a shared CI machine)."""
+    import json
+
+    steps = [json.loads(line) for line in (campaign_dir / "steps.jsonl").read_text().splitlines()]
+    return any((s["cpu"]["other_cores"] or 0) >= 0.5 for s in steps)
 
 
 # Under --import-mode=importlib the repository root is not put on sys.path by pytest itself; the

@@ -101,8 +101,11 @@ def test_large_queue_delay_at_concurrency_one_is_batching_delay_bound(tmp_path, 
 
 
 @pytest.mark.slow
-def test_light_load_is_healthy(tmp_path, model_repository):
+def test_light_load_is_healthy(tmp_path, model_repository, kit):
     verdict = analyze_real("healthy", tmp_path, model_repository)
+    if kit.contended(tmp_path / "healthy-campaign"):  # other processes took the CPU: that is the verdict
+        assert verdict["kind"] in {"machine-contended", "generator-starved"}, verdict
+        return
     assert verdict["kind"] == "healthy", verdict
     assert verdict["evidence"]["p99_s"] <= 0.8 * 0.2
     assert verdict["evidence"]["error_ratio"] == 0.0

@@ -361,7 +361,7 @@ def test_saturated_event_loop_is_front_end_bound_with_a_workers_prediction(handm
     workers = verdict["recommendations"][0]
     assert workers["text"].startswith("run more server workers (--workers 4)")  # 8 cores: one per two
     assert workers["change"] == {
-        "setting": "workers", "value": 4, "current": 1, "where": "server", "flag": "--workers 4"
+        "setting": "workers", "value": 4, "current": 1, "where": "server", "flag": "--workers 4", "also": {},
     }  # fmt: skip
     prediction = workers["prediction"]
     assert prediction["figure"] == "requests_per_s" and prediction["step_index"] == 1
@@ -449,7 +449,7 @@ def test_recommendations_carry_the_change_and_the_predicted_figure(handmade, kit
     (first, *_rest) = only_verdict(data)["recommendations"]
     assert first["change"] == {
         "setting": "max_queue_delay_us", "value": 1000, "current": 20000, "where": "server",
-        "flag": "--max-queue-delay-us 1000",
+        "flag": "--max-queue-delay-us 1000", "also": {},
     }  # fmt: skip
     assert first["prediction"]["figure"] == "mean_latency_s"
     assert first["prediction"]["current"] == pytest.approx(0.0215)

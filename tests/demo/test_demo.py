@@ -65,7 +65,8 @@ def test_demo_exports_serves_loads_and_analyzes(tmp_path: Path) -> None:
     out = done.stdout
     assert "SYNTHETIC corpus" in out
     assert "--dataset imdb" in out  # says how to use the real data
-    assert "[2/3] Load campaign" in out and "[3/3] Analysis" in out
+    assert "[2/4] Load campaign" in out and "[3/4] Analysis" in out and "[4/4] Verifying" in out
+    assert "Verified: sentiment_fp32: --max-batch-size" in out and "against the prediction" in out
     assert "verdict:" in out
     for precision in ("fp32", "int8", "fp16"):
         assert (models / f"sentiment_{precision}" / "1" / "model.onnx").is_file()
