@@ -81,9 +81,6 @@ def default_intra_op_threads(executions: int) -> int:
     return max(1, min(4, available_cores() // (2 * max(1, executions))))
 
 
-
-
-
 def tensor_specs(entry: ModelEntry) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Input and output specs from config.pbtxt, with value ranges from metadata.json `inputs`."""
     ranges = entry.metadata.get("inputs", {}) if isinstance(entry.metadata.get("inputs"), dict) else {}
