@@ -19,9 +19,10 @@ from typing import Any
 
 from servescope.metrics import ServerDeltas  # re-exported: step records hold it
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 1 lacked ServerSettings.intra_op_threads and .workers; its records read with them as None.
-READABLE_VERSIONS = (1, 2)
+# Version 2 lacked CampaignInfo.transport (read as None).
+READABLE_VERSIONS = (1, 2, 3)
 CAMPAIGN_FILE = "campaign.json"
 STEPS_FILE = "steps.jsonl"
 SAMPLES_DIR = "samples"
@@ -172,6 +173,24 @@ class PeakProbe:
     device: str = "cpu"
 
 
+# The ways to call a server that TransportProbe measures.
+TRANSPORTS = ("grpc", "grpc_stream", "http")
+
+
+@dataclass
+class TransportProbe:
+    """What one request costs over each way to call the server, measured side by side before the steps:
+    sequential batch-1 requests (concurrency 1, one connection each, after a warm-up) over unary gRPC,
+    one gRPC ModelStreamInfer stream and REST with binary tensors on a keep-alive connection. Only the
+    transports the campaign could reach are measured (an embedded server: all three)."""
+
+    model: str
+    requests: int  # measured requests per transport
+    p50_s: dict[str, float]  # transport (TRANSPORTS) -> median client latency per request, seconds
+    mean_s: dict[str, float]
+    used: str  # the transport the steps used
+
+
 @dataclass
 class CampaignInfo:
     """campaign.json: what was run, where, against what."""
@@ -181,11 +200,14 @@ class CampaignInfo:
     config: dict[str, Any]  # the resolved campaign configuration
     machine: MachineInfo
     objective: dict[str, Any]  # {"percentile": "p99", "latency_s": 0.05}
-    target: dict[str, Any]  # {"grpc": "host:port", "metrics_url": ..., "embedded": bool}
+    # {"protocol": "grpc"|"http", "streaming": bool, "grpc": "host:port" or None, "http": "host:port" or None,
+    #  "metrics_url": ..., "embedded": bool}
+    target: dict[str, Any]
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> metadata.json
     peak: PeakProbe | None = None
     finished_at: str | None = None
     interrupted: bool = False
+    transport: TransportProbe | None = None
     schema_version: int = SCHEMA_VERSION
 
 
@@ -226,6 +248,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (StepRecord, "gpu"): GpuUsage,
     (CampaignInfo, "machine"): MachineInfo,
     (CampaignInfo, "peak"): PeakProbe,
+    (CampaignInfo, "transport"): TransportProbe,
 }
 
 
