@@ -14,7 +14,7 @@ from analysis.fmt import ms
 from analysis.quantization import Comparison
 from analysis.steps import batch_size_mean, describe_load, latency_at, offered_load
 from analysis.utilization import Correlation, UtilizationPoint
-from servescope.results import StepRecord
+from servescope.results import StepRecord, TransportProbe
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Context:
     comparisons: list[Comparison]
     objective: Objective
     correlation: Correlation | None = None  # utilization vs throughput over the model's steps
+    transport: TransportProbe | None = None  # campaign.json: what a request costs over each transport
 
 
 class Situation:

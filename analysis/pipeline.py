@@ -77,6 +77,7 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
             correlation=utilization.correlations.get(group[0].model),
             comparisons=comparisons,
             objective=objective,
+            transport=info.transport,
         )
         verdicts.append(judge(context))
     if not steps:
