@@ -105,7 +105,7 @@ def infer_request(model: str, version: str, body: bytes, header_length: int | No
         raise _invalid(model, f"inference request is not valid JSON: {exc}") from exc
     document = _object(document, "the inference request", model)
     parameters = _object(document.get("parameters", {}), "parameters", model)
-    raw_inputs = document.get("inputs")
+    raw_inputs = document.get("inputs", [])  # none at all: as gRPC's empty list, refused by the codec
     if not isinstance(raw_inputs, list):
         raise _invalid(model, f"inputs must be a JSON list, found {type(raw_inputs).__name__}")
     inputs = []

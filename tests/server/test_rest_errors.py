@@ -105,6 +105,12 @@ def test_not_found_is_404_with_the_grpc_message(served) -> None:
         _, grpc_details = call(served.target, request(model=model, version=version))
         status, details = post(infer_url(served, model, version), *rest_body(request()))
         assert (status, details) == (ModelNotFound.http_status, grpc_details)
+    # The model is looked up before the tensors are checked, as over gRPC.
+    assert post(infer_url(served, "nope"), b"{}") == (
+        404,
+        "model 'nope' not found (serving ['sentiment_fp16', 'sentiment_fp32', 'sentiment_int8'])",
+    )
+    assert post(infer_url(served), b"{}")[1].endswith("request has inputs [], the model expects ['tokens']")
     with urllib.request.urlopen(f"http://{served.http_target}/v2/health/live", timeout=5) as response:
         assert response.status == 200
     for path in ("/v2/models/nope", "/v2/models/nope/config", "/v2/nothing", "/metrics"):
