@@ -99,11 +99,11 @@ class RestFrontEnd:
             keepalive_timeout=KEEPALIVE_S,
         )
         await self._runner.setup()
-        sock = _listening_socket(host, port, reuse_port)
         context = None
         if tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(str(tls[0]), str(tls[1]))
+        sock = _listening_socket(host, port, reuse_port)
         site = web.SockSite(self._runner, sock, ssl_context=context)
         await site.start()
         return int(sock.getsockname()[1])

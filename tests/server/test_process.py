@@ -154,3 +154,6 @@ def test_a_port_in_use_is_a_clear_error(model_repository: Path, capsys: pytest.C
         error = capsys.readouterr().err.strip().splitlines()[-1]
         expected = f"servescope serve: error: cannot listen for metrics HTTP on 127.0.0.1:{port}"
         assert error.startswith(expected)
+        assert main([*argv, "--grpc-port", "0", "--metrics-port", "0", "--http-port", str(port)]) == 1
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith(f"servescope serve: error: cannot listen for HTTP on 127.0.0.1:{port}")
