@@ -19,18 +19,20 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         "--protocol",
         choices=["grpc", "http"],
         default="grpc",
-        help="grpc: KServe v2 gRPC (default); http: KServe v2 REST with binary tensors (Locust FastHttpUser)",
+        help="grpc: KServe v2 gRPC; http: KServe v2 REST with binary tensors (Locust FastHttpUser)",
     )
     parser.add_argument(
         "--streaming",
         action="store_true",
         help="gRPC: send every request of a user on one ModelStreamInfer stream (like perf_analyzer "
-        "--streaming); default off: unary ModelInfer calls",
+        "--streaming); off: unary ModelInfer calls",
     )
     parser.add_argument(
-        "--tls-ca", default=None, metavar="FILE", help="PEM CA certificate of the server: use TLS (HTTPS); "
-        "default: no TLS",
-    )  # fmt: skip
+        "--tls-ca",
+        default=None,
+        metavar="FILE",
+        help="PEM CA certificate of the server: use TLS (HTTPS); none: no TLS",
+    )
     parser.add_argument(
         "--tls-cert",
         default=None,
@@ -39,14 +41,14 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tls-key", default=None, metavar="FILE", help="PEM private key of --tls-cert")
     parser.add_argument(
-        "--model-version", default="", help="model version to ask for (default: the one the server serves)"
+        "--model-version", default="", help="model version to ask for (empty: the one the server serves)"
     )
     parser.add_argument(
         "--header",
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
-        help="header sent with every request (gRPC metadata or HTTP header), repeatable; default none; "
+        help="header sent with every request (gRPC metadata or HTTP header), repeatable; "
         "campaign.json records the names only",
     )
     parser.add_argument(
@@ -54,7 +56,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="payloads from a JSON file in perf_analyzer's --input-data format (one entry per sample, "
-        "consecutive entries fill a batch); default: generated payloads (--payload)",
+        "consecutive entries fill a batch); none: generated payloads (--payload)",
     )
     parser.add_argument(
         "--probe-requests",

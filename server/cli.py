@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--http-port",
         type=_port,
         default=_env("http-port", "8000"),
-        help="KServe v2 REST port, default 8000 as Triton's (0: pick a free one)",
+        help="KServe v2 REST port, Triton's 8000 by default (0: pick a free one)",
     )
     add(
         "--no-http",
