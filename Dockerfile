@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # servescope images. Two targets:
-#   server   (default)  the KServe v2 gRPC inference server on ONNX Runtime, CUDA when a GPU is there
+#   server   (default)  the KServe v2 gRPC and REST inference server on ONNX Runtime, CUDA when a GPU is there
 #                       docker build -t servescope:server .
 #   loadtest            Locust with servescope's KServe v2 users (master or worker), no CUDA
 #                       docker build --target loadtest -t servescope:loadtest .
@@ -87,6 +87,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     SERVESCOPE_MODEL_REPOSITORY=/models \
     SERVESCOPE_HOST=0.0.0.0 \
+    SERVESCOPE_HTTP_PORT=8000 \
     SERVESCOPE_GRPC_PORT=8001 \
     SERVESCOPE_METRICS_PORT=8002 \
     SERVESCOPE_DEVICE=auto
@@ -94,8 +95,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 VOLUME ["/models"]
 WORKDIR /home/servescope
 USER 10001:10001
-# 8001: gRPC (KServe v2, grpc.health.v1, reflection); 8002: HTTP /metrics /healthz /readyz.
-EXPOSE 8001 8002
+# 8000: KServe v2 REST; 8001: gRPC (KServe v2, grpc.health.v1, reflection); 8002: HTTP /metrics
+# /healthz /readyz. The same ports as Triton's.
+EXPOSE 8000 8001 8002
 # Healthy once every model is loaded and warmed up (the gRPC health service answers SERVING).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "/opt/servescope/healthcheck.py", "--timeout-s", "4"]

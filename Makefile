@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXTRAS := export,load,analysis,dev
 
-.PHONY: demo test lint format proto venv clean bench bench-peers
+.PHONY: demo test lint format proto venv clean bench bench-protocols bench-peers
 
 # The stamp is newer than pyproject.toml when the environment is current; otherwise (re)install.
 $(STAMP): pyproject.toml
@@ -48,6 +48,10 @@ models/sentiment_fp32/metadata.json: | $(STAMP)
 # Served vs in-process throughput and latency, batching on and off (about 80 s).
 bench: $(STAMP) models/sentiment_fp32/metadata.json
 	$(BIN)/python benchmarks/serve_bench.py --model-repository models
+
+# Per-request cost of unary gRPC, streaming gRPC and REST on one server, side by side (about 90 s).
+bench-protocols: $(STAMP) models/sentiment_fp32/metadata.json
+	$(BIN)/python benchmarks/protocol_bench.py --model-repository models
 
 # servescope vs Triton (PyTriton) vs MLServer on the same model; peer venvs are made on first use.
 bench-peers: $(STAMP) models/sentiment_fp32/metadata.json

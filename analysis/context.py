@@ -15,7 +15,7 @@ from analysis.fmt import ms
 from analysis.quantization import Comparison
 from analysis.steps import batch_size_mean, describe_load, latency_at, offered_load
 from analysis.utilization import Correlation, UtilizationPoint
-from servescope.results import StepRecord
+from servescope.results import StepRecord, TransportProbe
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Context:
     correlation: Correlation | None = None  # utilization vs throughput over the model's steps
     loopback: bool = True  # the load generator reached the server on this machine's loopback
     batch_curves: dict[str, BatchCurve] = field(default_factory=dict)  # by model
+    transport: TransportProbe | None = None  # campaign.json: what a request costs over each transport
 
 
 class Situation:

@@ -69,7 +69,7 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
     notes.extend(floor_notes)
     # The target was this machine's loopback when the campaign started the server itself.
     target = info.target or {}
-    loopback = bool(target.get("embedded")) or is_loopback(target.get("grpc"))
+    loopback = bool(target.get("embedded")) or is_loopback(target.get("grpc") or target.get("http"))
     batch_curves = build_curves(steps)
     verdicts = []
     for label, group in series.items():
@@ -85,6 +85,7 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
             objective=objective,
             loopback=loopback,
             batch_curves=batch_curves,
+            transport=info.transport,
         )
         verdicts.append(judge(context))
     if not steps:

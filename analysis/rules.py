@@ -100,7 +100,13 @@ FRONT_END = VerdictKind(
     "front-end-bound",
     "front-end-bound: the server's gRPC event loop is saturated",
     "limit",
-    (advice.more_workers, advice.client_batching, advice.shorter_window, advice.variants),
+    (
+        advice.more_workers,
+        advice.client_batching,
+        advice.other_transport,
+        advice.shorter_window,
+        advice.variants,
+    ),
 )
 QUEUEING = VerdictKind(
     "queueing",
@@ -154,10 +160,13 @@ UNEXPLAINED = VerdictKind(
     "unexplained",
     "unexplained: time goes outside the server, and nothing measured explains it",
     "unknown",
-    (advice.shorter_window, advice.variants),
+    (advice.shorter_window, advice.other_transport, advice.variants),
 )
 _ALL_KINDS = (
     GENERATOR_BOUND,
+    GENERATOR_STARVED,
+    MACHINE_CONTENDED,
+    FRONT_END,
     QUEUEING,
     COMPUTE_CPU,
     COMPUTE_GPU,
@@ -166,6 +175,7 @@ _ALL_KINDS = (
     SERIALIZATION,
     HEALTHY,
     UNDETERMINED,
+    UNEXPLAINED,
 )
 KINDS: dict[str, VerdictKind] = {kind.key: kind for kind in _ALL_KINDS}
 

@@ -33,6 +33,7 @@ FULL_BATCH_FRACTION = 0.9
 # Recommendations (analysis/recommend.py)
 BETTER_VARIANT_RATIO = 1.1
 BATCH_GAIN_MIN = 0.1
+TRANSPORT_SAVING_SHARE = 0.1
 # Batching (analysis/batching.py)
 STOP_PAYING_FRACTION = 0.9
 WINDOW_OBJECTIVE_SHARE = 0.1
@@ -77,6 +78,8 @@ MEANINGS: dict[str, str] = {
     "FULL_BATCH_FRACTION": "batches are full when they average this share of max_batch_size",
     "BETTER_VARIANT_RATIO": "recommend another precision variant from this throughput ratio",
     "BATCH_GAIN_MIN": "a larger batch is worth it while throughput per sample still improves by this share",
+    "TRANSPORT_SAVING_SHARE": "recommend another transport (streaming, gRPC, REST) when the transport probe "
+    "measured it this share cheaper per request than the one used",
     "STOP_PAYING_FRACTION": "larger batches stop paying once one instance reaches this share of its ceiling",
     "WINDOW_OBJECTIVE_SHARE": "a suggested batch window takes at most this share of the latency objective",
     "DELAY_WORTH_CHANGING": "suggest a shorter window only at or below this share of the current one",

@@ -1,4 +1,5 @@
-"""A lean async KServe v2 gRPC load client: closed loop, pre-built requests, little client overhead.
+"""Lean async KServe v2 load clients (unary gRPC, gRPC streaming, REST): closed loop, pre-built requests,
+little client overhead.
 
 Requests are built and serialized once before the run (token ids from servescope.corpus, sent as
 raw_input_contents), and every call passes those bytes through an identity serializer, so the client
@@ -22,6 +23,7 @@ from servescope.corpus import SEQUENCE_LENGTH, pad_sequences, synthetic_reviews
 from servescope.protocol import grpc_service_pb2 as pb
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 DISTINCT_REQUESTS = 256
 
 
@@ -162,3 +164,139 @@ async def run_load(
         batch_size=batch_size,
         concurrency=concurrency,
     )
+
+
+async def _closed_loop(
+    calls: list, payloads: list, concurrency: int, duration_s: float, warmup_s: float, errors_of
+) -> tuple[list[float], dict[str, int]]:
+    """Keep `concurrency` calls in flight (worker i uses calls[i % len(calls)]); measure the last
+    duration_s."""
+    start_s = time.perf_counter()
+    measure_from_s = start_s + warmup_s
+    stop_s = measure_from_s + duration_s
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+
+    async def worker(offset: int) -> None:
+        call = calls[offset % len(calls)]
+        index = offset
+        while True:
+            sent_s = time.perf_counter()
+            if sent_s >= stop_s:
+                return
+            try:
+                await call(payloads[index % len(payloads)])
+                failed = None
+            except Exception as exc:
+                failed = errors_of(exc)
+            done_s = time.perf_counter()
+            index += concurrency
+            if sent_s >= measure_from_s and done_s <= stop_s:
+                if failed is None:
+                    latencies.append(done_s - sent_s)
+                else:
+                    errors[failed] = errors.get(failed, 0) + 1
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return latencies, errors
+
+
+def _result(
+    latencies: list[float], errors: dict[str, int], duration_s: float, concurrency: int
+) -> LoadResult:
+    return LoadResult(
+        completed=len(latencies),
+        errors=errors,
+        duration_s=duration_s,
+        latencies_s=np.asarray(latencies, dtype=np.float64),
+        concurrency=concurrency,
+    )
+
+
+def _grpc_error(exc: Exception) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code().name
+    return type(exc).__name__
+
+
+async def run_stream_load(
+    target: str, model: str, *, concurrency: int, duration_s: float, warmup_s: float, connections: int = 1
+) -> LoadResult:
+    """As run_load, over ModelStreamInfer: every concurrent caller keeps one stream (as perf_analyzer
+    --streaming does) and sends its next request when the answer to the last one arrives."""
+    payloads = build_requests(model)
+    channels = [grpc.aio.insecure_channel(target, options=channel_options()) for _ in range(connections)]
+    streams = []
+    try:
+        await asyncio.gather(*(channel.channel_ready() for channel in channels))
+        for i in range(concurrency):
+            method = channels[i % len(channels)].stream_stream(
+                STREAM_METHOD,
+                request_serializer=lambda raw: raw,
+                response_deserializer=pb.ModelStreamInferResponse.FromString,
+            )
+            streams.append(method())
+
+        def caller(stream):
+            async def call(payload: bytes) -> None:
+                await stream.write(payload)
+                response = await stream.read()
+                if response.error_message:
+                    raise RuntimeError(response.error_message)
+
+            return call
+
+        latencies, errors = await _closed_loop(
+            [caller(s) for s in streams], payloads, concurrency, duration_s, warmup_s, _grpc_error
+        )
+    finally:
+        for stream in streams:
+            stream.cancel()
+        await asyncio.gather(*(channel.close() for channel in channels))
+    return _result(latencies, errors, duration_s, concurrency)
+
+
+def rest_bodies(model: str) -> list[tuple[bytes, dict[str, str]]]:
+    """The same requests as build_requests, as KServe v2 REST bodies with binary tensors."""
+    import json
+
+    bodies = []
+    for raw in build_requests(model):
+        request = pb.ModelInferRequest.FromString(raw)
+        header = json.dumps(
+            {"inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape),
+                         "parameters": {"binary_data_size": len(data)}}
+                        for t, data in zip(request.inputs, request.raw_input_contents, strict=True)],
+             "parameters": {"binary_data_output": True}}
+        ).encode()  # fmt: skip
+        headers = {
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        }
+        bodies.append((header + b"".join(request.raw_input_contents), headers))
+    return bodies
+
+
+async def run_rest_load(
+    target: str, model: str, *, concurrency: int, duration_s: float, warmup_s: float
+) -> LoadResult:
+    """As run_load, over KServe v2 REST (aiohttp client, binary tensors): HTTP/1.1 carries one request
+    at a time per connection, so every concurrent caller has its own keep-alive connection."""
+    import aiohttp
+
+    payloads = rest_bodies(model)
+    url = f"http://{target}/v2/models/{model}/infer"
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def call(payload: tuple[bytes, dict[str, str]]) -> None:
+            body, headers = payload
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"HTTP {response.status}")
+
+        latencies, errors = await _closed_loop(
+            [call], payloads, concurrency, duration_s, warmup_s, lambda exc: str(exc).split(":")[0]
+        )
+    return _result(latencies, errors, duration_s, concurrency)

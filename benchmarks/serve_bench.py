@@ -108,6 +108,7 @@ class ServerProcess:
         ports = json.loads(self.ready_file.read_text())
         self.grpc_port = ports["grpc_port"]
         self.metrics_port = ports["metrics_port"]
+        self.http_port = ports.get("http_port")
 
     def snapshot(self) -> scrape.Snapshot:
         """The server's /metrics now."""

@@ -98,6 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--instances", type=int, metavar="N", default=1, help="config.pbtxt instance_group count"
     )
+    out.add_argument(
+        "--instance-kind",
+        metavar="cpu|gpu",
+        default="cpu",
+        help="config.pbtxt instance_group kind: cpu (KIND_CPU) or gpu (KIND_GPU, for Triton on a GPU host; "
+        "servescope serve chooses its device with --device either way)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         preferred_batch_sizes=tuple(args.preferred_batch_size),
         max_queue_size=args.max_queue_size,
         instances=args.instances,
+        instance_kind=args.instance_kind,
     )
     reports = export_repository(options)
     print(format_table([r.metadata for r in reports]))

@@ -63,6 +63,7 @@ class ExportOptions:
     preferred_batch_sizes: tuple[int, ...] = DEFAULT_PREFERRED_BATCH_SIZES
     max_queue_size: int = 1024
     instances: int = 1
+    instance_kind: str = "cpu"  # config.pbtxt instance_group kind: "cpu" (KIND_CPU) or "gpu" (KIND_GPU)
 
 
 @dataclass
@@ -94,6 +95,10 @@ def validate(options: ExportOptions) -> None:
         raise UsageError(
             f"--test-samples {options.test_samples}: must be at least {PARITY_MIN_SAMPLES} "
             "(the ONNX Runtime vs Keras check needs them)"
+        )
+    if options.instance_kind not in INSTANCE_KINDS:
+        raise UsageError(
+            f"--instance-kind {options.instance_kind!r}: must be one of {', '.join(INSTANCE_KINDS)}"
         )
     if options.max_queue_delay_us < 0:
         raise UsageError(f"--max-queue-delay-us {options.max_queue_delay_us}: must be >= 0")
@@ -294,16 +299,24 @@ def _write_variant(
     return metadata
 
 
+# --instance-kind -> config.pbtxt instance_group kind.
+INSTANCE_KINDS = {"cpu": mc.ModelInstanceGroup.KIND_CPU, "gpu": mc.ModelInstanceGroup.KIND_GPU}
+
+
 def _model_config(name: str, options: ExportOptions) -> mc.ModelConfig:
-    """config.pbtxt content. instance_group says KIND_CPU: what Triton would use on a CPU-only host; the
-    servescope server picks CPU or CUDA at run time (--device) whatever this says."""
+    """config.pbtxt content. instance_group's kind is what Triton runs the model on: KIND_CPU (the
+    default, for CPU hosts) or KIND_GPU (--instance-kind gpu, for GPU deployment: with KIND_CPU Triton
+    would run the model on the CPU of a GPU host). The servescope server picks CPU or CUDA at run time
+    (--device) whatever this says."""
     config = mc.ModelConfig(
         name=name,
         platform=repository.PLATFORM,
         max_batch_size=options.max_batch_size,
         input=[mc.ModelInput(name="tokens", data_type=mc.TYPE_INT32, dims=[SEQUENCE_LENGTH])],
         output=[mc.ModelOutput(name="probability", data_type=mc.TYPE_FP32, dims=[1])],
-        instance_group=[mc.ModelInstanceGroup(count=options.instances, kind=mc.ModelInstanceGroup.KIND_CPU)],
+        instance_group=[
+            mc.ModelInstanceGroup(count=options.instances, kind=INSTANCE_KINDS[options.instance_kind])
+        ],
     )
     batching = config.dynamic_batching
     batching.max_queue_delay_microseconds = options.max_queue_delay_us

@@ -27,9 +27,11 @@ from loadtest.campaign_config import (
     load_campaign_config,
     parse_campaign_config,
 )
+from loadtest.connection import Connection
+from loadtest.input_data import read_input_data
 from loadtest.locust_run import LocustSettings
 from loadtest.machine import machine_info, peak_probe
-from loadtest.payload import value_ranges
+from loadtest.payload import PayloadError, value_ranges
 from loadtest.records import (
     StepContext,
     build_record,
@@ -42,6 +44,7 @@ from loadtest.records import (
 from loadtest.runner import StepFailed, StepTiming, run_step
 from loadtest.server_info import reported_settings
 from loadtest.server_proc import ManagedServer, ServerStartError, start_server
+from loadtest.transport_probe import probe_transports
 from servescope import results
 from servescope.flops import graph_figures
 from servescope.repository import ModelEntry, RepositoryError, list_models
@@ -144,6 +147,11 @@ def run_campaign(
     elif model_repository is not None:
         with contextlib.suppress(CampaignError):
             entries = models_from_repository(Path(model_repository), cfg.models)
+    if embedded and cfg.connection.tls:
+        raise CampaignError(
+            "load.tls_ca/tls_cert need --target: the server a campaign starts serves plain TCP"
+        )
+    check_input_data(cfg.input_data)
     prepare_output(output)
 
     servers: list[ServeFlags | None] = list(cfg.servers) if embedded else [None]
@@ -155,7 +163,7 @@ def run_campaign(
         config=cfg.raw,
         machine=machine_info(),
         objective=cfg.objective(),
-        target={"grpc": target, "metrics_url": metrics_url, "embedded": embedded},
+        target=target_record(cfg.connection, target, metrics_url, embedded),
         models={name: model_facts(entry) for name, entry in entries.items()},
         peak=peak_probe(),
     )
@@ -163,7 +171,12 @@ def run_campaign(
     done = 0
     with sigterm_as_interrupt():
         try:
-            done = _run_steps(cfg, output, entries, servers, target, metrics_url, progress, total)
+            if not embedded and target is not None:
+                grpc_target = target if cfg.connection.protocol == "grpc" else None
+                http_target = target if cfg.connection.protocol == "http" else None
+                probe(info, output, cfg.models[0], grpc_target, http_target, cfg.connection,
+                      cfg.probe_requests, progress)  # fmt: skip
+            done = _run_steps(cfg, output, entries, servers, target, metrics_url, progress, total, info)
         except KeyboardInterrupt:
             info.interrupted = True
             raise CampaignInterrupted(output, _count_steps(output), total) from None
@@ -173,6 +186,54 @@ def run_campaign(
             shutil.rmtree(output / ".raw", ignore_errors=True)
     progress(f"campaign {cfg.name!r}: {done} of {total} steps recorded in {output}")
     return output
+
+
+def check_input_data(path: str | None) -> None:
+    """The --input-data file's form, before any load is sent (its fit to the model is checked by the
+    load generator, which asks the model's metadata)."""
+    if path is None:
+        return
+    try:
+        read_input_data(path)
+    except PayloadError as exc:
+        raise CampaignError(str(exc)) from exc
+
+
+def target_record(
+    connection: Connection, target: str | None, metrics_url: str | None, embedded: bool
+) -> dict:
+    """campaign.json's `target`: the protocol and the address for it."""
+    return {
+        "protocol": connection.protocol,
+        "streaming": connection.streaming,
+        "grpc": target if connection.protocol == "grpc" else None,
+        "http": target if connection.protocol == "http" else None,
+        "metrics_url": metrics_url,
+        "embedded": embedded,
+    }
+
+
+def probe(
+    info: CampaignInfo,
+    output: Path,
+    model: str,
+    grpc_target: str | None,
+    http_target: str | None,
+    connection: Connection,
+    requests: int,
+    progress: Callable[[str], None],
+) -> None:
+    """Measure the transports once (the first server a campaign measures) into campaign.json."""
+    if requests <= 0 or info.transport is not None:
+        return
+    try:
+        info.transport = probe_transports(model, grpc_target, http_target, connection, requests)
+    except Exception as exc:  # the probe only informs the analysis: the campaign goes on without it
+        progress(f"transport probe failed ({type(exc).__name__}: {exc}); no transport figures recorded")
+        return
+    figures = ", ".join(f"{name} {p50 * 1e3:.3f} ms" for name, p50 in info.transport.p50_s.items())
+    progress(f"transport probe ({model}, batch 1, concurrency 1, p50 per request): {figures}")
+    results.write_campaign(info, output)
 
 
 def _count_steps(output: Path) -> int:
@@ -189,6 +250,7 @@ def _run_steps(
     metrics_url: str | None,
     progress: Callable[[str], None],
     total: int,
+    info: CampaignInfo,
 ) -> int:
     timing = StepTiming(
         warmup_s=cfg.warmup_s,
@@ -214,6 +276,8 @@ def _run_steps(
                                 progress(f"server exited (code {managed.proc.returncode}); starting it again")
                             try:
                                 managed = _start(output, entries, cfg, setting, server_number, progress)
+                                probe(info, output, cfg.models[0], managed.target, managed.http_target,
+                                      cfg.connection, cfg.probe_requests, progress)  # fmt: skip
                             except ServerStartError as exc:
                                 start_error = f"server did not start: {exc}"
                                 progress(start_error)
@@ -224,9 +288,15 @@ def _run_steps(
                                 _context(cfg, entries, model, batch_size, level, index, unknown), start_error
                             )
                         else:
+                            try:
+                                step_target = (
+                                    managed.target_for(cfg.connection.protocol) if managed else target
+                                )
+                            except ServerStartError as exc:
+                                raise CampaignError(str(exc)) from exc
                             record = _one_step(
                                 cfg, output, entries, setting, model, batch_size, level, index, total,
-                                timing, managed.target if managed else target,
+                                timing, step_target,
                                 managed.metrics_url if managed else metrics_url, managed, progress,
                             )  # fmt: skip
                         results.append_step(record, output)
@@ -295,7 +365,7 @@ def _one_step(
     metadata = entry.metadata if entry is not None else {}
     snapshot = scrape.try_scrape(metrics_url)
     # The server's own account of what it runs, not the campaign's request (servescope.settings).
-    settings, settings_note = reported_settings(target or "", model, snapshot)
+    settings, settings_note = reported_settings(target or "", model, snapshot, connection=cfg.connection)
     ctx = _context(cfg, entries, model, batch_size, level, index, settings, snapshot)
     label = f"step {index + 1}/{total} {model} batch {batch_size} {level.label()}"
     if setting is not None:
@@ -318,6 +388,8 @@ def _one_step(
         max_inflight=cfg.max_inflight,
         connections=cfg.connections,
         value_ranges=value_ranges(metadata),
+        connection=cfg.connection,
+        input_data=cfg.input_data,
     )
     try:
         outcome = run_step(

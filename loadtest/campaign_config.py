@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtest.connection import PROTOCOLS, Connection, ConnectionSettingsError
 from loadtest.payload import PAYLOAD_KINDS
 from servescope.settings import DEVICES, ServeFlags
 
 PERCENTILES = ("p50", "p90", "p95", "p99", "p999")
 ON_ERROR = ("continue", "stop")
 ARRIVALS = ("constant", "poisson")
+REDACTED = "(not recorded)"
 
 
 class CampaignConfigError(ValueError):
@@ -58,6 +60,9 @@ class CampaignConfig:
     payload: str
     timeout_s: float
     seed: int
+    connection: Connection = field(default_factory=Connection)  # protocol, streaming, TLS, version, headers
+    input_data: str | None = None  # perf_analyzer JSON input file: the payloads (instead of `payload`)
+    probe_requests: int = 200  # transport probe before the steps, requests per transport (0: none)
     raw: dict[str, Any] = field(default_factory=dict)  # the resolved file content, for campaign.json
 
     @property
@@ -90,6 +95,14 @@ _SCHEMA: dict[str, Any] = {
         "max_inflight": 1000,
         "connections": 8,
         "workers": 0,
+        "protocol": "grpc",
+        "streaming": False,
+        "tls_ca": None,
+        "tls_cert": None,
+        "tls_key": None,
+        "model_version": "",
+        "headers": {},
+        "probe_requests": 200,
     },
     "server": [{"batching": True}],
     "step": {
@@ -102,6 +115,7 @@ _SCHEMA: dict[str, Any] = {
     "objective": {"percentile": "p99", "latency_ms": 50.0},
     "on_error": "continue",
     "payload": "auto",
+    "input_data": None,
     "timeout_s": 30.0,
     "seed": 0,
 }
@@ -147,6 +161,27 @@ class _Checker:
             raise self.fail(key, value, f"must be one of {', '.join(choices)}")
         return value
 
+    def path(self, key: str, value: Any, base: Path | None) -> str | None:
+        """An optional file path (relative: to the campaign file's folder) that must exist."""
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, value, "must be a file path")
+        path = Path(value)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        if not path.is_file():
+            raise self.fail(key, value, f"is not a file ({path})")
+        return str(path)
+
+    def headers(self, key: str, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
+            raise self.fail(key, value, "must be a mapping of header names to values")
+        for name, text in value.items():
+            if isinstance(text, bool) or not isinstance(text, str | int | float):
+                raise self.fail(f"{key}.{name}", text, "must be a string")
+        return {name: str(text) for name, text in value.items()}
+
     def boolean(self, key: str, value: Any) -> bool:
         if not isinstance(value, bool):
             raise self.fail(key, value, "must be true or false")
@@ -178,9 +213,15 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_campaign_config(
-    data: Any, source: str = "campaign", overrides: dict[str, Any] | None = None
+    data: Any,
+    source: str = "campaign",
+    overrides: dict[str, Any] | None = None,
+    base_dir: Path | None = None,
 ) -> CampaignConfig:
-    """Validate parsed YAML (plus overrides, dotted keys allowed: {"step.duration_s": 1.5})."""
+    """Validate parsed YAML (plus overrides, dotted keys allowed: {"step.duration_s": 1.5}).
+
+    Relative file paths (input_data, load.tls_*) are taken from base_dir (the campaign file's folder).
+    """
     c = _Checker(source)
     if data is None:
         data = {}
@@ -218,6 +259,19 @@ def parse_campaign_config(
             "step.max_duration_s", max_duration_s, f"must be at least step.duration_s ({duration_s:g})"
         )
     latency_ms = c.number("objective.latency_ms", objective["latency_ms"])
+    connection = Connection(
+        protocol=c.string("load.protocol", load["protocol"], PROTOCOLS),
+        streaming=c.boolean("load.streaming", load["streaming"]),
+        tls_ca=c.path("load.tls_ca", load["tls_ca"], base_dir),
+        tls_cert=c.path("load.tls_cert", load["tls_cert"], base_dir),
+        tls_key=c.path("load.tls_key", load["tls_key"], base_dir),
+        model_version=_version(c, load["model_version"]),
+        headers=c.headers("load.headers", load["headers"]),
+    )
+    try:
+        connection.check()
+    except ConnectionSettingsError as exc:
+        raise CampaignConfigError(f"{source}: load: {exc}") from exc
     config = CampaignConfig(
         name=c.string("name", resolved["name"]),
         models=models,
@@ -240,10 +294,21 @@ def parse_campaign_config(
         payload=c.string("payload", resolved["payload"], PAYLOAD_KINDS),
         timeout_s=c.number("timeout_s", resolved["timeout_s"]),
         seed=c.integer("seed", resolved["seed"], 0),
+        connection=connection,
+        input_data=c.path("input_data", resolved["input_data"], base_dir),
+        probe_requests=c.integer("load.probe_requests", load["probe_requests"], 0),
         raw=resolved,
     )
     resolved["server"] = [dataclasses.asdict(s) for s in servers]
+    # Header values may be credentials: campaign.json records their names only.
+    resolved["load"]["headers"] = {name: REDACTED for name in connection.headers}
     return config
+
+
+def _version(c: _Checker, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise c.fail("load.model_version", value, "must be a version (a string or a positive integer)")
+    return str(value)
 
 
 def _server_setting(c: _Checker, key: str, value: Any) -> ServeFlags:
@@ -277,4 +342,4 @@ def load_campaign_config(path: Path | str, overrides: dict[str, Any] | None = No
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise CampaignConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_campaign_config(data, str(path), overrides)
+    return parse_campaign_config(data, str(path), overrides, base_dir=path.parent)

@@ -13,8 +13,66 @@ from pathlib import Path
 from servescope.errors import CommandError, UsageError
 
 
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the load client reaches the server (loadtest.connection); `servescope load` only."""
+    parser.add_argument(
+        "--protocol",
+        choices=["grpc", "http"],
+        default="grpc",
+        help="grpc: KServe v2 gRPC; http: KServe v2 REST with binary tensors (Locust FastHttpUser)",
+    )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="gRPC: send every request of a user on one ModelStreamInfer stream (like perf_analyzer "
+        "--streaming); off: unary ModelInfer calls",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        default=None,
+        metavar="FILE",
+        help="PEM CA certificate of the server: use TLS (HTTPS); none: no TLS",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="FILE",
+        help="PEM client certificate for mutual TLS (with --tls-key)",
+    )
+    parser.add_argument("--tls-key", default=None, metavar="FILE", help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--model-version", default="", help="model version to ask for (empty: the one the server serves)"
+    )
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="header sent with every request (gRPC metadata or HTTP header), repeatable; "
+        "campaign.json records the names only",
+    )
+    parser.add_argument(
+        "--input-data",
+        default=None,
+        metavar="FILE",
+        help="payloads from a JSON file in perf_analyzer's --input-data format (one entry per sample, "
+        "consecutive entries fill a batch); none: generated payloads (--payload)",
+    )
+    parser.add_argument(
+        "--probe-requests",
+        type=int,
+        default=200,
+        help="before the load, time this many sequential requests per transport the target speaks "
+        "(unary and streaming gRPC, or REST) for the analysis; 0: no probe",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", required=True, help="HOST:PORT of the KServe v2 gRPC server")
+    parser.add_argument(
+        "--target",
+        required=True,
+        help="HOST:PORT of the KServe v2 server (its gRPC port, or REST with --protocol http)",
+    )
     parser.add_argument("--model", required=True, help="model name to send requests to")
     load = parser.add_mutually_exclusive_group(required=True)
     load.add_argument("--users", type=int, help="closed loop: concurrent users, each waiting for its answer")
@@ -58,7 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="raise the load in this many equal steps up to --users or --rate within one Locust run; "
         "each step gets its own warm-up, --duration-s of measurement and step record",
     )
-    parser.add_argument("--timeout-s", type=float, default=30.0, help="per-request gRPC deadline, seconds")
+    parser.add_argument(
+        "--timeout-s", type=float, default=30.0, help="per-request deadline (gRPC) or timeout (HTTP), seconds"
+    )
     parser.add_argument("--seed", type=int, default=0, help="payload seed")
     parser.add_argument(
         "--model-repository",
@@ -66,6 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="optional: repository to read the model's metadata.json from (precision, token range)",
     )
+    add_connection_arguments(parser)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -89,12 +150,37 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--ramp-steps {args.ramp_steps}: must be at least 1")
     if ":" not in args.target:
         raise UsageError(f"--target {args.target!r}: expected HOST:PORT")
+    if args.probe_requests < 0:
+        raise UsageError(f"--probe-requests {args.probe_requests}: must not be negative")
+    if args.input_data is not None and not Path(args.input_data).is_file():
+        raise UsageError(f"--input-data {args.input_data}: no such file")
+
+
+def connection_from_args(args: argparse.Namespace):  # -> loadtest.connection.Connection
+    from loadtest.connection import Connection, ConnectionSettingsError, parse_header
+
+    try:
+        headers = dict(parse_header(text) for text in args.header)
+        connection = Connection(
+            protocol=args.protocol,
+            streaming=args.streaming,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            model_version=args.model_version,
+            headers=headers,
+        )
+        connection.check()
+    except ConnectionSettingsError as exc:
+        raise UsageError(str(exc)) from exc
+    return connection
 
 
 def run(args: argparse.Namespace) -> int:
     from loadtest.single import LoadRequest, run_load
 
     _check(args)
+    connection = connection_from_args(args)
     request = LoadRequest(
         target=args.target,
         model=args.model,
@@ -113,6 +199,9 @@ def run(args: argparse.Namespace) -> int:
         ramp_steps=args.ramp_steps,
         metrics_url=args.metrics_url,
         model_repository=args.model_repository,
+        connection=connection,
+        input_data=args.input_data,
+        probe_requests=args.probe_requests,
     )
     from loadtest.campaign import CampaignError, CampaignInterrupted
 

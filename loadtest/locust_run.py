@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import procs
+from loadtest.connection import Connection
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 SHAPEFILE = Path(__file__).resolve().parent / "shape_steps.py"
@@ -37,6 +38,13 @@ class LocustSettings:
     value_ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     connections: int = 8  # gRPC connections per Locust process
     ramp: list[dict[str, float]] = field(default_factory=list)
+    connection: Connection = field(default_factory=Connection)  # protocol, streaming, TLS, version, headers
+    input_data: str | None = None  # perf_analyzer JSON input file (loadtest/input_data.py)
+
+    def user_class(self) -> str:
+        """The locustfile's user class for the mode and the protocol."""
+        loop = "ClosedLoopUser" if self.mode == "closed" else "OpenLoopUser"
+        return ("Http" + loop) if self.connection.protocol == "http" else loop
 
     def locust_users(self) -> int:
         """Locust users: N for closed loop; open loop: one rate-sharing user per worker process."""
@@ -61,6 +69,8 @@ class LocustSettings:
             "value_ranges": self.value_ranges,
             "connections": self.connections,
             "ramp": self.ramp,
+            "input_data": self.input_data,
+            **self.connection.to_config(),
         }
         return json.dumps(config)
 
@@ -74,7 +84,7 @@ class LocustRun:
         self.prefix = prefix
         out_dir.mkdir(parents=True, exist_ok=True)
         settings.samples_dir.mkdir(parents=True, exist_ok=True)
-        user_class = "ClosedLoopUser" if settings.mode == "closed" else "OpenLoopUser"
+        user_class = settings.user_class()
         users = settings.locust_users()
         files = str(LOCUSTFILE)
         if settings.ramp and settings.mode == "closed":

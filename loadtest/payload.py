@@ -11,6 +11,7 @@ input name) when there is one. Payloads are never all zeros.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +126,7 @@ def build_requests(
     seed: int,
     kind: str = "auto",
     ranges: dict[str, tuple[float | None, float | None]] | None = None,
+    version: str = "",
 ) -> list[pb.ModelInferRequest]:
     """`count` distinct requests for `model` with `batch_size` samples each, raw_input_contents filled.
 
@@ -132,6 +134,7 @@ def build_requests(
         inputs: the model's inputs from ModelMetadata.
         kind: "tokens" (synthetic reviews), "random", or "auto" (tokens for a token model).
         ranges: each input's declared (min, max) by name (value_ranges); token ids are clipped to it.
+        version: the model version to ask for ("": the one the server serves).
     """
     if kind not in PAYLOAD_KINDS:
         raise PayloadError(f"payload kind {kind!r} is not one of {list(PAYLOAD_KINDS)}")
@@ -152,15 +155,53 @@ def build_requests(
         if use_tokens
         else None
     )
-    requests = []
+    tensors = []
     for i in range(count):
-        request = pb.ModelInferRequest(model_name=model, id="")
-        for spec in inputs:
-            if token_data is not None:
-                array = token_data[i].astype(DATATYPES[spec.datatype], copy=False)
-            else:
-                array = random_tensor(spec, batch_size, rng, ranges.get(spec.name, (None, None)))
+        if token_data is not None:
+            tensors.append([token_data[i].astype(DATATYPES[spec.datatype], copy=False) for spec in inputs])
+        else:
+            tensors.append(
+                [random_tensor(spec, batch_size, rng, ranges.get(spec.name, (None, None))) for spec in inputs]
+            )
+    return requests_from_tensors(model, inputs, tensors, version)
+
+
+def requests_from_tensors(
+    model: str, inputs: list[InputSpec], tensors: list[list[np.ndarray]], version: str = ""
+) -> list[pb.ModelInferRequest]:
+    """One request per list of arrays (one array per input, in `inputs` order), raw_input_contents filled."""
+    requests = []
+    for arrays in tensors:
+        request = pb.ModelInferRequest(model_name=model, model_version=version, id="")
+        for spec, array in zip(inputs, arrays, strict=True):
             request.inputs.add(name=spec.name, datatype=spec.datatype, shape=list(array.shape))
-            request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
+            request.raw_input_contents.append(
+                np.ascontiguousarray(array, dtype=DATATYPES[spec.datatype]).tobytes()
+            )
         requests.append(request)
     return requests
+
+
+def inputs_from_rest_metadata(document: dict[str, Any]) -> list[InputSpec]:
+    """The inputs of a REST model metadata answer (GET /v2/models/NAME)."""
+    return [
+        InputSpec(t["name"], t["datatype"], tuple(int(d) for d in t["shape"])) for t in document["inputs"]
+    ]
+
+
+def rest_body(request: pb.ModelInferRequest) -> tuple[bytes, int]:
+    """The KServe v2 REST body of a request: a JSON header, then every input as binary data (Triton's
+    binary tensor extension), every output asked back as binary. Returns (body, JSON header length),
+    the value of the Inference-Header-Content-Length header."""
+    header = {
+        "inputs": [
+            {"name": t.name, "datatype": t.datatype, "shape": list(t.shape),
+             "parameters": {"binary_data_size": len(raw)}}
+            for t, raw in zip(request.inputs, request.raw_input_contents, strict=True)
+        ],
+        "parameters": {"binary_data_output": True},
+    }  # fmt: skip
+    if request.id:
+        header["id"] = request.id
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    return b"".join([encoded, *request.raw_input_contents]), len(encoded)

@@ -50,8 +50,16 @@ _GRPC_CODE_NAMES = {
 }
 
 
+_CODES = {name: code for code, name in _GRPC_CODE_NAMES.items()}
+
+
 def code_name(code: int) -> str:
     return _GRPC_CODE_NAMES.get(int(code), f"CODE_{int(code)}")
+
+
+def code_of(name: str) -> int:
+    """The code of a status code name (UNKNOWN's for a name that is not one)."""
+    return _CODES.get(name, 2)
 
 
 class SampleReader:

@@ -25,10 +25,23 @@ class ManagedServer:
     grpc_port: int
     metrics_port: int
     log_path: Path
+    http_port: int | None = None  # KServe v2 REST
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_target(self) -> str | None:
+        return None if self.http_port is None else f"127.0.0.1:{self.http_port}"
+
+    def target_for(self, protocol: str) -> str:
+        """The address of the server for a protocol ("grpc" or "http")."""
+        if protocol == "http":
+            if self.http_target is None:
+                raise ServerStartError("the server serves no REST API (started with --no-http)")
+            return self.http_target
+        return self.target
 
     @property
     def metrics_url(self) -> str:
@@ -82,7 +95,14 @@ def _wait_ready(proc: subprocess.Popen[bytes], ready_file: Path, log_path: Path)
         if ready_file.is_file():
             try:
                 ready = json.loads(ready_file.read_text())
-                return ManagedServer(proc, int(ready["grpc_port"]), int(ready["metrics_port"]), log_path)
+                http_port = ready.get("http_port")
+                return ManagedServer(
+                    proc,
+                    int(ready["grpc_port"]),
+                    int(ready["metrics_port"]),
+                    log_path,
+                    int(http_port) if http_port is not None else None,
+                )
             except (ValueError, KeyError):
                 pass  # written atomically, but be patient with a foreign writer
         time.sleep(0.1)

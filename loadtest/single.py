@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,15 @@ from loadtest import scrape
 from loadtest.campaign import (
     CampaignError,
     CampaignInterrupted,
+    check_input_data,
     models_from_repository,
     prepare_output,
+    probe,
     sigterm_as_interrupt,
+    target_record,
 )
-from loadtest.campaign_config import LoadLevel
+from loadtest.campaign_config import REDACTED, LoadLevel
+from loadtest.connection import Connection, ConnectionSettingsError
 from loadtest.locust_run import LocustSettings
 from loadtest.machine import machine_info, peak_probe
 from loadtest.payload import value_ranges
@@ -57,6 +61,9 @@ class LoadRequest:
     model_repository: Path | None = None
     stability_percent: float = 10.0
     ramp_steps: int = 1  # >1: the load rises in this many equal steps up to users / rate_rps
+    connection: Connection = field(default_factory=Connection)  # protocol, streaming, TLS, version, headers
+    input_data: str | None = None  # perf_analyzer JSON input file: the payloads
+    probe_requests: int = 200  # transport probe before the load, requests per transport (0: none)
 
 
 def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None] = print) -> Path:
@@ -69,6 +76,11 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
         raise CampaignError("give exactly one of users (closed loop) or rate_rps (open loop)")
     if request.ramp_steps < 1:
         raise CampaignError(f"ramp_steps {request.ramp_steps}: must be at least 1")
+    try:
+        request.connection.check()
+    except ConnectionSettingsError as exc:
+        raise CampaignError(str(exc)) from exc
+    check_input_data(request.input_data)
     output = Path(output)
     metadata: dict[str, Any] = {}
     if request.model_repository is not None:
@@ -76,13 +88,15 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
         metadata = dict(entries[request.model].metadata)
     prepare_output(output)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(request).items()}
+    # Header values may be credentials: campaign.json records their names only.
+    config["connection"]["headers"] = {name: REDACTED for name in request.connection.headers}
     info = CampaignInfo(
         name="load",
         started_at=now_iso(),
         config=config,
         machine=machine_info(),
         objective={"percentile": "p99", "latency_s": 0.05},
-        target={"grpc": request.target, "metrics_url": request.metrics_url, "embedded": False},
+        target=target_record(request.connection, request.target, request.metrics_url, False),
         models={request.model: metadata} if metadata else {},
         peak=peak_probe(),
     )
@@ -90,7 +104,9 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
     levels = ramp_levels(request)
     final = levels[-1]
     snapshot = scrape.try_scrape(request.metrics_url)
-    settings, settings_note = reported_settings(request.target, request.model, snapshot)
+    settings, settings_note = reported_settings(
+        request.target, request.model, snapshot, connection=request.connection
+    )
     precision = metadata.get("precision") or scrape.model_label(snapshot, request.model, "precision")
     contexts = [
         StepContext(
@@ -123,6 +139,8 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
         max_inflight=request.max_inflight,
         connections=request.connections,
         value_ranges=value_ranges(metadata),
+        connection=request.connection,
+        input_data=request.input_data,
     )
     timing = StepTiming(
         warmup_s=request.warmup_s,
@@ -143,6 +161,10 @@ def run_load(request: LoadRequest, output: Path, progress: Callable[[str], None]
     records: list[StepRecord] = []
     with sigterm_as_interrupt():
         try:
+            grpc_target = request.target if request.connection.protocol == "grpc" else None
+            http_target = request.target if request.connection.protocol == "http" else None
+            probe(info, output, request.model, grpc_target, http_target, request.connection,
+                  request.probe_requests, progress)  # fmt: skip
             if len(levels) == 1:
                 outcomes = [
                     run_step(

@@ -1,8 +1,9 @@
-"""Server lifecycle: load and warm up, listen (gRPC + metrics HTTP), become ready, drain, stop.
+"""Server lifecycle: load and warm up, listen (gRPC, KServe v2 REST, metrics HTTP), become ready, drain, stop.
 
 `Server(options)` is usable in-process (tests, the load tester, the demo): `await server.start()`
-returns the bound ports, `await server.stop()` drains and stops. `serve(options)` runs it until
-SIGTERM or SIGINT for the command line.
+returns the bound gRPC and metrics ports (`server.http_port` is the REST one), `await server.stop()`
+drains and stops. gRPC and REST run in the same event loop over the same data plane. `serve(options)`
+runs it until SIGTERM or SIGINT for the command line.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from server.http import MetricsHttpServer
 from server.loop_monitor import LoopMonitor
 from server.metrics import ServerMetrics
 from server.model import CPU, ModelRunner, RuntimeOptions
+from server.rest import RestFrontEnd
 from server.servicer import ErrorStatusInterceptor, InferenceServicer, add_to_server
 from server.shared_stats import SharedStats
 from servescope import metrics as contract
@@ -52,6 +54,7 @@ class ServerOptions:
     models: tuple[str, ...] = ()
     host: str = "0.0.0.0"
     grpc_port: int = 8001
+    http_port: int | None = 8000  # KServe v2 REST; None: not served
     metrics_port: int | None = 8002
     device: str = "auto"
     max_batch_size: int | None = None
@@ -101,10 +104,13 @@ def batch_settings(config: mc.ModelConfig, options: ServerOptions) -> BatchSetti
     )
 
 
-def write_ready_file(path: Path, grpc_port: int, metrics_port: int) -> None:
-    """{"grpc_port", "metrics_port", "pid"} as JSON, written atomically (rename) so readers never see half."""
+def write_ready_file(path: Path, grpc_port: int, metrics_port: int, http_port: int | None = None) -> None:
+    """{"grpc_port", "http_port", "metrics_port", "pid"} as JSON (http_port null when REST is off),
+    written atomically (rename) so readers never see half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps({"grpc_port": grpc_port, "metrics_port": metrics_port, "pid": os.getpid()})
+    payload = json.dumps(
+        {"grpc_port": grpc_port, "http_port": http_port, "metrics_port": metrics_port, "pid": os.getpid()}
+    )
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
         handle.write(payload + "\n")
     os.replace(handle.name, path)
@@ -160,9 +166,11 @@ class Server:
             contract.LOOP_TICK_S,
         )
         self.grpc_port = 0
+        self.http_port: int | None = None
         self.metrics_port = 0
         self._live = False
         self._grpc: grpc.aio.Server | None = None
+        self._rest = RestFrontEnd(self.core, lambda: self._live, options.max_message_bytes)
         self._health = health.aio.HealthServicer()
         self._http = MetricsHttpServer(self.registry, lambda: self._live, lambda: self.core.ready)
         self._stopped = False
@@ -216,6 +224,15 @@ class Server:
         await self._grpc.start()
         self._monitor.start()
         try:
+            if options.http_port is not None:
+                tls = (options.tls_cert, options.tls_key) if options.tls_cert and options.tls_key else None
+                try:
+                    self.http_port = await self._rest.start(
+                        options.host, options.http_port, reuse_port=options.reuse_port, tls=tls
+                    )
+                except OSError as exc:
+                    raise OSError(f"cannot listen for HTTP on {options.host}:{options.http_port}: "
+                                  f"{exc.strerror or exc}") from exc  # fmt: skip
             if options.metrics_port is not None:
                 try:
                     self.metrics_port = await self._http.start(options.host, options.metrics_port)
@@ -223,7 +240,8 @@ class Server:
                     raise OSError(f"cannot listen for metrics HTTP on {options.host}:{options.metrics_port}: "
                                   f"{exc.strerror or exc}") from exc  # fmt: skip
             self._live = True
-            log.info("listening: gRPC %s:%d, metrics %s", options.host, self.grpc_port,
+            log.info("listening: gRPC %s:%d, REST %s, metrics %s", options.host, self.grpc_port,
+                     f"{options.host}:{self.http_port}" if self.http_port is not None else "off",
                      f"http://{options.host}:{self.metrics_port}/metrics" if self.metrics_port
                      else "through the supervisor")  # fmt: skip
             await self._load(entries)
@@ -236,7 +254,7 @@ class Server:
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         if options.ready_file is not None:
-            write_ready_file(options.ready_file, self.grpc_port, self.metrics_port)
+            write_ready_file(options.ready_file, self.grpc_port, self.metrics_port, self.http_port)
         if self.shared is not None:
             self.shared.start(lambda: [served.stats for served in self.core.models.values()])
         log.info("ready: %d model(s) loaded and warmed up", len(self.core.models))
@@ -270,6 +288,7 @@ class Server:
         self._stopped = True
         if self._grpc is not None:
             await self._grpc.stop(grace=None)
+        await self._rest.stop()
         self._live = False
         await self._monitor.stop()
         await self._http.stop()
@@ -292,11 +311,13 @@ class Server:
         if not drained:
             log.warning("grace period of %.1f s over with requests still running", grace_s)
         # Calls already on the wire when draining began have not reached a handler yet: keep refusing
-        # them with UNAVAILABLE for a moment, or gRPC's stop would cancel them with a bare CANCELLED.
+        # them with UNAVAILABLE (REST: 503) for a moment, or gRPC's stop would cancel them with a bare
+        # CANCELLED and REST's would close their connections.
         linger_s = min(DRAIN_LINGER_S, max(0.0, grace_s - (time.monotonic() - started_s)))
         await asyncio.sleep(linger_s)
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
+        await self._rest.stop()
         self._live = False
         await self._monitor.stop()
         if self.shared is not None:

@@ -92,8 +92,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="serve only this model (repeatable); None: every model of the repository",
     )
-    add("--host", default=_env("host", "0.0.0.0"), help="address to listen on for gRPC and metrics HTTP")
+    add(
+        "--host", default=_env("host", "0.0.0.0"), help="address to listen on for gRPC, REST and metrics HTTP"
+    )
     add("--grpc-port", type=_port, default=_env("grpc-port", "8001"), help="gRPC port (0: pick a free one)")
+    add(
+        "--http-port",
+        type=_port,
+        default=_env("http-port", "8000"),
+        help="KServe v2 REST port, Triton's 8000 by default (0: pick a free one)",
+    )
+    add(
+        "--no-http",
+        action="store_true",
+        default=_env_bool("no-http"),
+        help="serve no REST API (gRPC and the metrics port only)",
+    )
     add(
         "--metrics-port",
         type=_port,
@@ -169,19 +183,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ready-file",
         type=Path,
         default=_env("ready-file", None),
-        help="write {grpc_port, metrics_port, pid} as JSON here once every model is ready",
+        help="write {grpc_port, http_port, metrics_port, pid} as JSON here once every model is ready "
+        "(http_port null with --no-http)",
     )
     add(
         "--max-message-bytes",
         type=_positive,
         default=_env("max-message-bytes", str(64 * 1024 * 1024)),
-        help="largest gRPC message received or sent, in bytes (larger: RESOURCE_EXHAUSTED)",
+        help="largest gRPC message received or sent and largest REST request body, in bytes "
+        "(default 64 MiB; larger: RESOURCE_EXHAUSTED, REST 413)",
     )
     add(
         "--tls-cert",
         type=Path,
         default=_env("tls-cert", None),
-        help="PEM certificate chain: serve gRPC over TLS",
+        help="PEM certificate chain: serve gRPC and REST over TLS (HTTPS)",
     )
     add("--tls-key", type=Path, default=_env("tls-key", None), help="PEM private key for --tls-cert")
 
@@ -204,6 +220,7 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
         models=tuple(args.models or ()),
         host=args.host,
         grpc_port=args.grpc_port,
+        http_port=None if args.no_http else args.http_port,
         metrics_port=args.metrics_port,
         device=args.device,
         max_batch_size=args.max_batch_size,

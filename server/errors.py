@@ -1,14 +1,17 @@
 """Domain errors of the server, each with the status it ends with on the wire.
 
 Layers below the front ends raise these plain exceptions and never choose status codes. Every error
-names its gRPC status code (by name, so this module stays free of gRPC) and its HTTP status; the gRPC
-interceptor and the HTTP front end only translate. Anything else is a real fault: INTERNAL with a fixed
+names its gRPC status code (by name, so this module stays free of gRPC) and its HTTP status (the table
+of servescope.status, which the load tester reads too); the gRPC interceptor and the REST front end
+only translate. Anything else is a real fault: INTERNAL with a fixed
 message for the client, the details go to the log.
 """
 
 from __future__ import annotations
 
 import logging
+
+from servescope.status import HTTP_STATUS
 
 log = logging.getLogger(__name__)
 
@@ -20,42 +23,42 @@ class ServingError(Exception):
     """A request failed for a reason the client should hear about; `status` is its gRPC code name."""
 
     status = INTERNAL
-    http_status = 500
+    http_status = HTTP_STATUS[INTERNAL]
 
 
 class InvalidInput(ServingError, ValueError):
     """The request is malformed or does not fit the model (name, dtype, shape, value range, size)."""
 
     status = "INVALID_ARGUMENT"
-    http_status = 400
+    http_status = HTTP_STATUS[status]
 
 
 class ModelNotFound(ServingError, LookupError):
     """No such model, or no such version of it."""
 
     status = "NOT_FOUND"
-    http_status = 404
+    http_status = HTTP_STATUS[status]
 
 
 class Unavailable(ServingError, RuntimeError):
     """The server or the model cannot take requests now (not ready yet, or draining)."""
 
     status = "UNAVAILABLE"
-    http_status = 503
+    http_status = HTTP_STATUS[status]
 
 
 class Overloaded(ServingError, RuntimeError):
     """The model's queue is full: the request is shed at once rather than queued."""
 
     status = "RESOURCE_EXHAUSTED"
-    http_status = 429
+    http_status = HTTP_STATUS[status]
 
 
 class DeadlineExpired(ServingError, TimeoutError):
     """The client's deadline passed before the request was computed; it was dropped, never run."""
 
     status = "DEADLINE_EXCEEDED"
-    http_status = 504
+    http_status = HTTP_STATUS[status]
 
 
 def status_of(exc: BaseException) -> str:

@@ -1,8 +1,8 @@
-"""`servescope serve --workers N`: N worker processes on one gRPC port, and the process that supervises
-them.
+"""`servescope serve --workers N`: N worker processes on one gRPC port (and one REST port), and the
+process that supervises them.
 
-The supervisor holds no gRPC state: it reserves the port (a bound, never listening SO_REUSEPORT socket,
-so port 0 means one port for all), spawns the workers (server/worker.py), serves the whole server's
+The supervisor holds no gRPC state: it reserves the ports (bound, never listening SO_REUSEPORT
+sockets, so port 0 means one port for all), spawns the workers (server/worker.py), serves the whole server's
 /metrics, /healthz and /readyz, restarts a worker that dies (logged, counted in
 servescope_worker_restarts_total; the others keep serving), and on SIGTERM or SIGINT forwards SIGTERM so
 that every worker drains, then exits 0.
@@ -60,7 +60,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
+def reserve_port(host: str, port: int, protocol: str = "gRPC") -> socket.socket:
     """A bound (never listening) SO_REUSEPORT socket: keeps the port for the workers, takes no calls."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -69,7 +69,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
         sock.close()
-        raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc.strerror or exc}") from exc
+        raise OSError(f"cannot listen for {protocol} on {host}:{port}: {exc.strerror or exc}") from exc
     return sock
 
 
@@ -99,6 +99,7 @@ class Supervisor:
         self.stopping = False
         self.started = False  # every worker was ready once: the server is up
         self.grpc_port = 0
+        self.http_port: int | None = None
         self.metrics_port = 0
 
     # ---- state the metrics port reports ---------------------------------------------------------
@@ -134,9 +135,17 @@ class Supervisor:
         options = self.options
         reservation = reserve_port(options.host, options.grpc_port)
         self.grpc_port = reservation.getsockname()[1]
+        reservations = [reservation]
+        if options.http_port is not None:
+            try:
+                reservations.append(reserve_port(options.host, options.http_port, "HTTP"))
+            except OSError:
+                reservation.close()
+                raise
+            self.http_port = reservations[-1].getsockname()[1]
         worker_options = dataclasses.replace(
-            options, grpc_port=self.grpc_port, metrics_port=None, ready_file=None, reuse_port=True,
-            shared_dir=self.shared,
+            options, grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=None, ready_file=None,
+            reuse_port=True, shared_dir=self.shared,
         )  # fmt: skip
         http = MetricsHttpServer(supervisor_registry(self), lambda: True, self.is_ready)
         stop = asyncio.Event()
@@ -154,13 +163,15 @@ class Supervisor:
             for index in range(options.workers):
                 self._spawn(index, worker_options)
             log.info(
-                "listening: gRPC %s:%d (%d workers), metrics http://%s:%d/metrics",
-                options.host, self.grpc_port, options.workers, options.host, self.metrics_port,
+                "listening: gRPC %s:%d, REST %s (%d workers), metrics http://%s:%d/metrics",
+                options.host, self.grpc_port,
+                f"{options.host}:{self.http_port}" if self.http_port is not None else "off",
+                options.workers, options.host, self.metrics_port,
             )  # fmt: skip
             if not await self._start_all(stop):
                 return 0  # a signal came before the server was ready
             if options.ready_file is not None:
-                write_ready_file(options.ready_file, self.grpc_port, self.metrics_port)
+                write_ready_file(options.ready_file, self.grpc_port, self.metrics_port, self.http_port)
             log.info("ready: %d workers", options.workers)
             await self._watch(stop, worker_options)
             log.info("signal received: draining %d workers (grace period %.1f s)", len(self.workers),
@@ -168,7 +179,8 @@ class Supervisor:
         finally:
             await self._stop_all()
             await http.stop()
-            reservation.close()
+            for held in reservations:
+                held.close()
         log.info("stopped")
         return 0
 

@@ -19,10 +19,11 @@ from typing import Any
 
 from servescope.metrics import ServerDeltas  # re-exported: step records hold it
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 1 lacked ServerSettings.intra_op_threads and .workers, the machine accounting of CpuUsage
 # beyond machine_cores, StepRecord.client and .compute_by_batch_size; its records read with them None.
-READABLE_VERSIONS = (1, 2)
+# Version 2 lacked CampaignInfo.transport (read as None).
+READABLE_VERSIONS = (1, 2, 3)
 CAMPAIGN_FILE = "campaign.json"
 STEPS_FILE = "steps.jsonl"
 SAMPLES_DIR = "samples"
@@ -205,6 +206,24 @@ class PeakProbe:
     device: str = "cpu"
 
 
+# The ways to call a server that TransportProbe measures.
+TRANSPORTS = ("grpc", "grpc_stream", "http")
+
+
+@dataclass
+class TransportProbe:
+    """What one request costs over each way to call the server, measured side by side before the steps:
+    sequential batch-1 requests (concurrency 1, one connection each, after a warm-up) over unary gRPC,
+    one gRPC ModelStreamInfer stream and REST with binary tensors on a keep-alive connection. Only the
+    transports the campaign could reach are measured (an embedded server: all three)."""
+
+    model: str
+    requests: int  # measured requests per transport
+    p50_s: dict[str, float]  # transport (TRANSPORTS) -> median client latency per request, seconds
+    mean_s: dict[str, float]
+    used: str  # the transport the steps used
+
+
 @dataclass
 class CampaignInfo:
     """campaign.json: what was run, where, against what."""
@@ -214,11 +233,14 @@ class CampaignInfo:
     config: dict[str, Any]  # the resolved campaign configuration
     machine: MachineInfo
     objective: dict[str, Any]  # {"percentile": "p99", "latency_s": 0.05}
-    target: dict[str, Any]  # {"grpc": "host:port", "metrics_url": ..., "embedded": bool}
+    # {"protocol": "grpc"|"http", "streaming": bool, "grpc": "host:port" or None, "http": "host:port" or None,
+    #  "metrics_url": ..., "embedded": bool}
+    target: dict[str, Any]
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> metadata.json
     peak: PeakProbe | None = None
     finished_at: str | None = None
     interrupted: bool = False
+    transport: TransportProbe | None = None
     schema_version: int = SCHEMA_VERSION
 
 
@@ -228,6 +250,10 @@ def is_loopback(address: str | None) -> bool:
 
     if not address:
         return False
+    if "://" in address:  # a URL (an HTTP target)
+        from urllib.parse import urlsplit
+
+        return is_loopback(urlsplit(address).netloc or None)
     host = address.rsplit(":", 1)[0].strip("[]") if address.count(":") == 1 or "]" in address else address
     if host == "localhost":
         return True
@@ -275,6 +301,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (StepRecord, "client"): ClientTiming,
     (CampaignInfo, "machine"): MachineInfo,
     (CampaignInfo, "peak"): PeakProbe,
+    (CampaignInfo, "transport"): TransportProbe,
 }
 
 

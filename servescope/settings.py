@@ -93,11 +93,14 @@ def serve_argv(
     host: str = "127.0.0.1",
     grpc_port: int = 0,
     metrics_port: int = 0,
+    http_port: int | None = 0,
     ready_file: str | None = None,
 ) -> list[str]:
-    """A whole `servescope serve` command line. `executable` runs the CLI, e.g. [python, "-m", "cli"]."""
+    """A whole `servescope serve` command line. `executable` runs the CLI, e.g. [python, "-m", "cli"].
+    `http_port` None serves no REST API (--no-http)."""
     args = [*executable, "serve", "--model-repository", repository, "--host", host]
     args += ["--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)]
+    args += ["--no-http"] if http_port is None else ["--http-port", str(http_port)]
     if ready_file is not None:
         args += ["--ready-file", ready_file]
     for model in models:

@@ -64,7 +64,7 @@ def server(model_repository: Path, tmp_path: Path):
     process = subprocess.Popen(
         [sys.executable, "-m", "cli", "serve", "--model-repository", str(model_repository),
          "--model", "sentiment_fp32", "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
-         "--device", "cpu", "--max-queue-delay-us", "1000", "--grace-period-s", "5",
+         "--http-port", "0", "--device", "cpu", "--max-queue-delay-us", "1000", "--grace-period-s", "5",
          "--ready-file", str(ready_file)],
         cwd=REPO_ROOT, env=child_env(), stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip

@@ -108,10 +108,11 @@ def test_server_installs_only_the_server_dependencies() -> None:
 def test_server_runtime_user_ports_volume_health_and_settings() -> None:
     (user,) = instructions("server", "USER")
     assert user.split(":")[0] not in ("0", "root")
-    assert instructions("server", "EXPOSE") == ["8001 8002"]
+    assert instructions("server", "EXPOSE") == ["8000 8001 8002"]
     assert instructions("server", "VOLUME") == ['["/models"]']
     env = " ".join(instructions("server", "ENV"))
     assert "SERVESCOPE_MODEL_REPOSITORY=/models" in env and "SERVESCOPE_HOST=0.0.0.0" in env
+    assert "SERVESCOPE_HTTP_PORT=8000" in env
     (health,) = instructions("server", "HEALTHCHECK")
     assert "/opt/servescope/healthcheck.py" in health
     copies = instructions("server", "COPY")

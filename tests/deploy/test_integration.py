@@ -78,8 +78,8 @@ def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "cli", "serve", "--model-repository", str(model_repository),
-         "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--device", "cpu",
-         "--grace-period-s", "5", "--ready-file", str(ready_file)],
+         "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--http-port", "0",
+         "--device", "cpu", "--grace-period-s", "5", "--ready-file", str(ready_file)],
         cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:

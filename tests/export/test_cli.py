@@ -99,6 +99,7 @@ def test_help_names_every_flag_with_defaults() -> None:
         "--preferred-batch-size",
         "--max-queue-size",
         "--instances",
+        "--instance-kind",
         "--variants",
     ):
         assert flag in done.stdout
@@ -188,6 +189,7 @@ def test_existing_model_folder_needs_force(tmp_path: Path, capsys: pytest.Captur
         (("--max-batch-size", "0"), "--max-batch-size 0"),
         (("--opset", "13"), "--opset 13"),
         (("--dataset-path", "x.npz"), "only used with --dataset imdb"),
+        (("--instance-kind", "tpu"), "--instance-kind 'tpu': must be one of cpu, gpu"),
     ],
 )
 def test_bad_options(
@@ -222,6 +224,25 @@ def test_preferred_batch_sizes_replace_the_default_and_cap_at_max_batch() -> Non
     config = _model_config("sentiment_fp32", options)
     assert list(config.dynamic_batching.preferred_batch_size) == [4]
     assert config.max_batch_size == 16
+
+
+def test_instance_kind_writes_kind_gpu_for_gpu_deployment(tmp_path: Path) -> None:
+    """--instance-kind gpu: Triton would run KIND_CPU models on the CPU even on a GPU host."""
+    from cli.main import build_parser
+    from exporter.pipeline import ExportOptions, _model_config
+    from servescope.protocol import model_config_pb2 as mc
+    from servescope.repository import read_config, write_config
+
+    assert build_parser(["export"]).parse_args(["export"]).instance_kind == "cpu"
+    argv = ["export", "--instance-kind", "gpu", "--instances", "2"]
+    args = build_parser(argv).parse_args(argv)
+    options = ExportOptions(output=tmp_path, instances=args.instances, instance_kind=args.instance_kind)
+    write_config(_model_config("sentiment_fp32", options), tmp_path / "config.pbtxt")
+    assert "kind: KIND_GPU" in (tmp_path / "config.pbtxt").read_text()
+    groups = read_config(tmp_path / "config.pbtxt").instance_group
+    assert [(g.count, g.kind) for g in groups] == [(2, mc.ModelInstanceGroup.KIND_GPU)]
+    cpu = _model_config("sentiment_fp32", ExportOptions(output=tmp_path))
+    assert [g.kind for g in cpu.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
 
 
 @pytest.mark.slow

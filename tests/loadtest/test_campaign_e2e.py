@@ -120,7 +120,10 @@ def test_external_target_dying_stops_the_campaign_cleanly(model_repository: Path
     assert steps[0].server_settings.server == "servescope"
     assert any("stopping as on_error: stop asks" in line for line in lines)
     info = results.read_campaign(output)
-    assert info.target == {"grpc": server.target, "metrics_url": server.metrics_url, "embedded": False}
+    assert info.target == {
+        "protocol": "grpc", "streaming": False, "grpc": server.target, "http": None,
+        "metrics_url": server.metrics_url, "embedded": False,
+    }  # fmt: skip
     assert info.interrupted is False
 
 

@@ -51,7 +51,9 @@ class RunningServer:
         self._thread.start()
         self.server = Server(options)
         self.grpc_port, self.metrics_port = self.call(self.server.start(), timeout_s=120)
+        self.http_port = self.server.http_port
         self.target = f"127.0.0.1:{self.grpc_port}"
+        self.http_target = f"127.0.0.1:{self.http_port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 30) -> T:
@@ -95,7 +97,12 @@ class RunningServer:
 
 def server_options(repository: Path, **overrides: Any) -> ServerOptions:
     base = ServerOptions(
-        model_repository=repository, host="127.0.0.1", grpc_port=0, metrics_port=0, device="cpu"
+        model_repository=repository,
+        host="127.0.0.1",
+        grpc_port=0,
+        http_port=0,
+        metrics_port=0,
+        device="cpu",
     )
     return dataclasses.replace(base, **overrides)
 
@@ -128,8 +135,8 @@ def _start_serve(repository: Path, ready_file: Path, *extra: str) -> subprocess.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     command = [
         sys.executable, "-m", "cli", "serve", "--model-repository", str(repository),
-        "--model", MODEL, "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
-        "--ready-file", str(ready_file), *extra,
+        "--model", MODEL, "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0",
+        "--metrics-port", "0", "--ready-file", str(ready_file), *extra,
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
 

@@ -119,7 +119,7 @@ def test_device_cuda_without_a_gpu_is_a_startup_error(
     if gpu_count() > 0:
         pytest.skip("this machine has a GPU")
     argv = ["serve", "--model-repository", str(model_repository), "--model", MODEL, "--device", "cuda"]
-    code = main([*argv, "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0"])
+    code = main([*argv, "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--http-port", "0"])
     assert code == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "servescope serve: error: --device cuda: NVML finds no GPU on this machine"
@@ -137,7 +137,7 @@ def test_a_config_that_does_not_match_the_model_fails_at_startup(
     config.input[0].dims[:] = [7]
     write_config(config, broken / MODEL / "config.pbtxt")
     argv = ["serve", "--model-repository", str(broken), "--host", "127.0.0.1", "--grpc-port", "0"]
-    assert main([*argv, "--metrics-port", "0"]) == 2
+    assert main([*argv, "--metrics-port", "0", "--http-port", "0"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("servescope serve: error: ") and "warm-up at batch size 1 failed" in error
 
@@ -150,7 +150,10 @@ def test_a_port_in_use_is_a_clear_error(model_repository: Path, capsys: pytest.C
         taken.listen()
         port = taken.getsockname()[1]
         argv = ["serve", "--model-repository", str(model_repository), "--model", MODEL, "--host", "127.0.0.1"]
-        assert main([*argv, "--grpc-port", "0", "--metrics-port", str(port)]) == 1
+        assert main([*argv, "--grpc-port", "0", "--http-port", "0", "--metrics-port", str(port)]) == 1
         error = capsys.readouterr().err.strip().splitlines()[-1]
         expected = f"servescope serve: error: cannot listen for metrics HTTP on 127.0.0.1:{port}"
         assert error.startswith(expected)
+        assert main([*argv, "--grpc-port", "0", "--metrics-port", "0", "--http-port", str(port)]) == 1
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith(f"servescope serve: error: cannot listen for HTTP on 127.0.0.1:{port}")

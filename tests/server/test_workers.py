@@ -118,6 +118,41 @@ def test_two_workers_share_the_port_and_the_metrics_add_up(two_workers) -> None:
         assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
 
 
+def rest_infer(port: int) -> int:
+    """One REST inference on a new connection (the kernel deals connections over the workers)."""
+    import http.client
+    import json
+
+    header = json.dumps(
+        {"inputs": [{"name": "tokens", "datatype": "INT32", "shape": [1, 100],
+                     "parameters": {"binary_data_size": 400}}]}
+    ).encode()  # fmt: skip
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        body = header + np.ones((1, 100), np.int32).tobytes()
+        connection.request(
+            "POST", f"/v2/models/{MODEL}/infer", body, {"Inference-Header-Content-Length": str(len(header))}
+        )
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_every_worker_serves_rest_on_the_shared_port(two_workers) -> None:
+    _process, ready = two_workers
+    http_port, metrics_port = ready["http_port"], ready["metrics_port"]
+    assert http_port and http_port not in (ready["grpc_port"], metrics_port)
+    before, cpu_before = metrics(metrics_port), worker_cpu(metrics_port)
+    statuses = [rest_infer(http_port) for _ in range(300)]
+    assert statuses == [200] * 300
+    after, cpu_after = metrics(metrics_port), worker_cpu(metrics_port)
+    ok = ("servescope_requests_total", (("code", "OK"), ("model", MODEL)))
+    assert after[ok] - before.get(ok, 0.0) == 300
+    assert all(cpu_after[w] - cpu_before[w] > 0.05 for w in ("0", "1")), (cpu_before, cpu_after)
+
+
 def test_a_killed_worker_is_replaced_while_the_other_serves(two_workers) -> None:
     process, ready = two_workers
     grpc_port, metrics_port = ready["grpc_port"], ready["metrics_port"]

@@ -1,0 +1,284 @@
+"""The KServe v2 REST front end on aiohttp, in the same event loop as the gRPC server: thin, as the
+servicer is. Convert the request (rest_codec.py), await the data plane, convert back.
+
+Every endpoint answers JSON; errors are `{"error": message}` with the domain error's `http_status`
+(server.errors) and the same message gRPC gives. Health endpoints answer 200 for true and 400 for false,
+as the protocol and Triton do. One route takes every path and dispatches on its parts, so that unknown
+paths and methods answer in the protocol's JSON too, and a request pays one split, not a router walk.
+
+Requests HTTP itself rejects (a malformed request line, headers over the size limits, a body that does
+not match its Content-Length) get aiohttp's 400 and one warning line in the log, never a traceback; a
+body over --max-message-bytes gets 413.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from server import rest_codec
+from server.dataplane import DataPlane
+from server.errors import InvalidInput, ModelNotFound, ServingError, client_message
+from servescope import __version__
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_S = 1.0  # after the drain, how long open connections get to finish before they are closed
+KEEPALIVE_S = 75.0  # an idle keep-alive connection is closed after this long (as nginx does)
+
+_Handler = Callable[[web.Request, list[str]], Awaitable[web.StreamResponse]]
+
+
+class _OneLine(logging.Filter):
+    """aiohttp logs a request it cannot parse with its traceback; say it in one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError | ConnectionError):
+            record.msg = "%s: %s"
+            record.args = ("rejected a malformed HTTP request", " ".join(str(error).split()))
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_AIOHTTP_LOG = logging.getLogger("servescope.rest.http")
+_AIOHTTP_LOG.addFilter(_OneLine())
+
+
+def _json(status: int, document: Any) -> web.Response:
+    return web.Response(status=status, body=json.dumps(document).encode(), content_type=rest_codec.JSON_TYPE)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.Response(status=status, body=rest_codec.error_body(message), content_type=rest_codec.JSON_TYPE)
+
+
+def _health(value: bool) -> web.Response:
+    return web.Response(status=200 if value else 400)
+
+
+class RestFrontEnd:
+    """KServe v2 REST endpoints over one DataPlane (see the module docstring)."""
+
+    def __init__(self, core: DataPlane, live: Callable[[], bool], max_body_bytes: int) -> None:
+        self._core = core
+        self._live = live
+        self._max_body_bytes = max_body_bytes
+        self._runner: web.AppRunner | None = None
+
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        tls: tuple[Path, Path] | None = None,
+    ) -> int:
+        """Listen on host:port (0 picks a free port; reuse_port shares it with other workers); returns it.
+
+        Args:
+            tls: (certificate chain, private key) PEM files: serve HTTPS.
+        """
+        app = web.Application(client_max_size=self._max_body_bytes, handler_args={"logger": _AIOHTTP_LOG})
+        app.router.add_route("*", "/{path:.*}", self._dispatch)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_S,
+            keepalive_timeout=KEEPALIVE_S,
+        )
+        await self._runner.setup()
+        context = None
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+        sock = _listening_socket(host, port, reuse_port)
+        site = web.SockSite(self._runner, sock, ssl_context=context)
+        await site.start()
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ---- dispatch ----------------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        parts = request.path.strip("/").split("/")
+        try:
+            if parts[0] != "v2":
+                raise _NotFound(request.path)
+            route = self._route(request.method, parts[1:])
+            return await route(request, parts[1:])
+        except ServingError as exc:
+            return _error(exc.http_status, client_message(exc))
+        except web.HTTPException as exc:  # 413 from request.read(), above --max-message-bytes
+            return _error(exc.status, _http_message(exc, self._max_body_bytes))
+        except (HttpProcessingError, ConnectionError) as exc:  # the body did not arrive as announced
+            return _error(400, f"malformed request body: {str(exc).strip()}")
+        except Exception as exc:  # a real fault: fixed message, details logged (client_message)
+            return _error(500, client_message(exc))
+
+    def _route(self, method: str, parts: list[str]) -> _Handler:
+        """The handler for a path below /v2 (its parts) and a method; raises for unknown ones."""
+        count = len(parts)
+        if count == 0 or parts == [""]:
+            return self._allow(method, "GET", self._server_metadata)
+        head = parts[0]
+        if head == "health" and count == 2 and parts[1] in ("live", "ready"):
+            return self._allow(method, "GET", self._server_health)
+        if head == "repository" and parts[1:] == ["index"]:
+            return self._allow(method, "POST", self._repository_index)
+        if head == "models" and parts[1:] == ["stats"]:
+            return self._allow(method, "GET", self._statistics)
+        if head == "models" and count >= 2:
+            # models/{m}[/versions/{v}][/ready|config|stats|infer]
+            rest = parts[2:]
+            if rest[:1] == ["versions"]:
+                if len(rest) < 2:
+                    raise _NotFound("/v2/" + "/".join(parts))
+                rest = rest[2:]
+            action = rest[0] if len(rest) == 1 else ("" if not rest else None)
+            handlers = {
+                "": ("GET", self._model_metadata),
+                "ready": ("GET", self._model_ready),
+                "config": ("GET", self._model_config),
+                "stats": ("GET", self._statistics),
+                "infer": ("POST", self._infer),
+            }
+            if action in handlers:
+                allowed, handler = handlers[action]
+                return self._allow(method, allowed, handler)
+        raise _NotFound("/v2/" + "/".join(parts))
+
+    @staticmethod
+    def _allow(method: str, allowed: str, handler: _Handler) -> _Handler:
+        if method != allowed and not (allowed == "GET" and method == "HEAD"):
+            raise _MethodNotAllowed(method, allowed)
+        return handler
+
+    # ---- endpoints ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _model(parts: list[str]) -> tuple[str, str]:
+        """(model, version) of a models/{m}[/versions/{v}]/... path."""
+        version = parts[3] if len(parts) >= 4 and parts[2] == "versions" else ""
+        return parts[1], version
+
+    async def _server_metadata(self, request: web.Request, parts: list[str]) -> web.Response:
+        return _json(200, rest_codec.server_metadata(self._core.server_metadata(__version__)))
+
+    async def _server_health(self, request: web.Request, parts: list[str]) -> web.Response:
+        return _health(self._live() if parts[1] == "live" else self._core.ready)
+
+    async def _model_metadata(self, request: web.Request, parts: list[str]) -> web.Response:
+        return _json(200, rest_codec.model_metadata(self._core.model_metadata(*self._model(parts))))
+
+    async def _model_ready(self, request: web.Request, parts: list[str]) -> web.Response:
+        return _health(self._core.model_ready(*self._model(parts)))
+
+    async def _model_config(self, request: web.Request, parts: list[str]) -> web.Response:
+        return _json(200, rest_codec.message_json(self._core.model_config(*self._model(parts))))
+
+    async def _statistics(self, request: web.Request, parts: list[str]) -> web.Response:
+        from server import grpc_codec  # the statistics message is Triton's; its JSON is the REST form
+
+        name, version = ("", "") if parts == ["models", "stats"] else self._model(parts)
+        message = grpc_codec.statistics(self._core.statistics(name, version))
+        document = rest_codec.message_json(message)
+        document.setdefault("model_stats", [])
+        return _json(200, document)
+
+    async def _repository_index(self, request: web.Request, parts: list[str]) -> web.Response:
+        body = await request.read()
+        ready_only = False
+        if body.strip():
+            try:
+                document = json.loads(body)
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise InvalidInput(f"repository index request is not valid JSON: {exc}") from exc
+            if not isinstance(document, dict) or not isinstance(document.get("ready", False), bool):
+                raise InvalidInput(
+                    f'repository index request must be {{"ready": true|false}}, found {document!r}'
+                )
+            ready_only = document.get("ready", False)
+        return _json(200, rest_codec.repository_index(self._core.repository_index(ready_only)))
+
+    async def _infer(self, request: web.Request, parts: list[str]) -> web.Response:
+        model, version = self._model(parts)
+        header_length = _header_length(request, model)
+        body = await request.read()
+        asked = rest_codec.infer_request(model, version, body, header_length)
+        time_remaining_s = None if asked.timeout_us is None else asked.timeout_us / 1e6
+        response = await self._core.infer(asked.request, time_remaining_s)
+        payload, json_length = rest_codec.infer_response(response, asked)
+        if json_length is None:
+            return web.Response(body=payload, content_type=rest_codec.JSON_TYPE)
+        answer = web.Response(body=payload, content_type=rest_codec.BINARY_TYPE)
+        answer.headers[rest_codec.HEADER_LENGTH] = str(json_length)
+        return answer
+
+
+def _header_length(request: web.Request, model: str) -> int | None:
+    text = request.headers.get(rest_codec.HEADER_LENGTH)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(
+            f"model {model!r}: {rest_codec.HEADER_LENGTH} {text!r} is not a byte count"
+        ) from None
+
+
+class _NotFound(ModelNotFound):
+    """No endpoint at this path (404, as an unknown model is)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"no KServe v2 endpoint at {path!r} (try /v2, /v2/health/ready, /v2/models/NAME, "
+            "/v2/models/NAME/infer)"
+        )
+
+
+class _MethodNotAllowed(InvalidInput):
+    http_status = 405
+
+    def __init__(self, method: str, allowed: str) -> None:
+        super().__init__(f"method {method} not allowed here (use {allowed})")
+
+
+def _http_message(exc: web.HTTPException, limit: int) -> str:
+    if exc.status == 413:
+        return f"request body larger than the limit of {limit} bytes (--max-message-bytes)"
+    return exc.text or exc.reason
+
+
+def _listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A listening TCP socket; with reuse_port, SO_REUSEPORT so that every worker serves the port."""
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((bare, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
