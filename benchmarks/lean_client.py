@@ -127,43 +127,20 @@ async def run_load(
             for channel in channels
         ]
         await asyncio.gather(*(channel.channel_ready() for channel in channels))
-        start_s = time.perf_counter()
-        measure_from_s = start_s + warmup_s
-        stop_s = measure_from_s + duration_s
-        latencies: list[float] = []
-        errors: dict[str, int] = {}
 
-        async def worker(offset: int) -> None:
-            infer = calls[offset % len(calls)]  # users spread evenly over the connections
-            index = offset
-            while True:
-                sent_s = time.perf_counter()
-                if sent_s >= stop_s:
-                    return
-                try:
-                    await infer(payloads[index % len(payloads)], timeout=timeout_s)
-                    failed = None
-                except grpc.aio.AioRpcError as exc:
-                    failed = exc.code().name
-                done_s = time.perf_counter()
-                index += concurrency
-                if sent_s >= measure_from_s and done_s <= stop_s:
-                    if failed is None:
-                        latencies.append(done_s - sent_s)
-                    else:
-                        errors[failed] = errors.get(failed, 0) + 1
+        def caller(infer):
+            async def call(payload: bytes) -> None:
+                await infer(payload, timeout=timeout_s)
 
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+            return call
+
+        # users spread evenly over the connections
+        latencies, errors = await _closed_loop(
+            [caller(c) for c in calls], payloads, concurrency, duration_s, warmup_s, _grpc_error
+        )
     finally:
         await asyncio.gather(*(channel.close() for channel in channels))
-    return LoadResult(
-        completed=len(latencies),
-        errors=errors,
-        duration_s=duration_s,
-        latencies_s=np.asarray(latencies, dtype=np.float64),
-        batch_size=batch_size,
-        concurrency=concurrency,
-    )
+    return _result(latencies, errors, duration_s, concurrency, batch_size)
 
 
 async def _closed_loop(
@@ -202,13 +179,14 @@ async def _closed_loop(
 
 
 def _result(
-    latencies: list[float], errors: dict[str, int], duration_s: float, concurrency: int
+    latencies: list[float], errors: dict[str, int], duration_s: float, concurrency: int, batch_size: int = 1
 ) -> LoadResult:
     return LoadResult(
         completed=len(latencies),
         errors=errors,
         duration_s=duration_s,
         latencies_s=np.asarray(latencies, dtype=np.float64),
+        batch_size=batch_size,
         concurrency=concurrency,
     )
 

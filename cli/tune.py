@@ -32,6 +32,8 @@ from servescope.errors import CommandError, UsageError
 MIN_GAIN = 0.05  # a recommendation must predict at least this gain beyond the noise to be tried
 SERVER_SETTINGS = {"batching", "adaptive_delay", "max_batch_size", "max_queue_delay_us", "max_queue_size",
                    "instances", "intra_op_threads", "workers"}  # fmt: skip
+# Verdicts that describe the load generator or the machine: nothing the server could change.
+NOT_THE_SERVER = {"generator-bound", "generator-starved", "machine-contended"}
 _OBJECTIVE = re.compile(r"^(p50|p90|p95|p99|p999)\s*<=\s*([0-9.]+)\s*ms$")
 
 
@@ -223,6 +225,13 @@ def tune(args: argparse.Namespace, progress: Any = print) -> TuneResult:
                 it.recommendation, it.change = found[1].text, plain(found[1].change)
                 it.prediction = plain(found[1].prediction)
             break
+        if verdict is not None and verdict.kind in NOT_THE_SERVER:
+            result.stopped_because = (
+                f"iteration {index} measured the load generator or the machine, not the server "
+                f"({verdict.kind}): tune on a machine where nothing else runs, or with the load generator "
+                "elsewhere"
+            )
+            break
         if it is not best:
             result.stopped_because = (
                 f"the change measured worse than iteration {best.index}: undone, tuning stops"
@@ -263,7 +272,8 @@ def write_outputs(args: argparse.Namespace, result: TuneResult) -> None:
     best = result.iterations[result.best_index]
     flags = ServeFlags(**{k: v for k, v in best.settings.items() if k in ServeFlags.keys()})  # noqa: SIM118
     result.serve_command = serve_argv(["servescope"], str(args.model_repository), [args.model], flags,
-                                      host="0.0.0.0", grpc_port=8001, metrics_port=8002)  # fmt: skip
+                                      host="0.0.0.0", grpc_port=8001, metrics_port=8002,
+                                      http_port=8000)  # fmt: skip
     best_dir = args.output / "best"
     best_dir.mkdir(parents=True, exist_ok=True)
     if not args.target:
@@ -372,6 +382,7 @@ class Verification:
     measured: float | None
     campaign: str
     compare_html: str
+    other_cores: float | None = None  # what other processes used while it was re-measured
 
     @property
     def error(self) -> float | None:
@@ -380,9 +391,17 @@ class Verification:
     def line(self) -> str:
         measured = "not measured" if self.measured is None else f"{self.measured:.4g}"
         error = "" if self.error is None else f" ({self.error:+.0%} against the prediction)"
+        from analysis.thresholds import CONTENDED_OTHER_CORES
+
+        contended = (
+            f"; other processes used {self.other_cores:.2f} cores meanwhile, so the check is not fair: "
+            "repeat it on a quiet machine"
+            if self.other_cores is not None and self.other_cores >= CONTENDED_OTHER_CORES
+            else ""
+        )
         return (
             f"{self.model}: {self.flag}: {self.figure} at {self.load} was {self.current:.4g}, predicted "
-            f"{self.expected:.4g}, measured {measured}{error}"
+            f"{self.expected:.4g}, measured {measured}{error}{contended}"
         )
 
 
@@ -440,6 +459,8 @@ def verify_top_recommendation(
     progress(f"verify: {rec.change.flag or rec.change.setting} on {model} at {rec.prediction.load}")
     run_campaign(spec, out / "campaign", model_repository=model_repository, progress=progress)
     measured = _figure_at(out / "campaign", rec.prediction)
+    remeasured, _ = results.read_steps(out / "campaign")
+    other_cores = max((s.cpu.other_cores or 0.0 for s in remeasured if s.cpu is not None), default=None)
     baseline = out / "baseline"  # the one step the prediction was made at, as a campaign of its own
     baseline.mkdir(parents=True, exist_ok=True)
     results.write_campaign(info, baseline)
@@ -453,5 +474,5 @@ def verify_top_recommendation(
         flag=rec.change.flag or rec.change.setting,
         figure=rec.prediction.figure, load=rec.prediction.load, current=rec.prediction.current,
         expected=rec.prediction.expected, measured=measured, campaign=str(out / "campaign"),
-        compare_html=str(out / "compare" / "compare.html"),
+        compare_html=str(out / "compare" / "compare.html"), other_cores=other_cores,
     )  # fmt: skip

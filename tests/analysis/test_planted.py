@@ -150,7 +150,8 @@ def test_a_heavy_model_is_compute_bound(tmp_path: Path, planted_repository: Path
     verdict = verdict_of(tmp_path, output)
     summary = json.loads((tmp_path / f"{output.name}-analysis" / "summary.json").read_text())
     assert [f["model"] for f in summary["floor"]] == ["heavy"]
-    if kit.contended(output):
+    if kit.contended(output) and verdict["kind"] != "compute-bound-cpu":
+        # Other processes took CPU: the honest verdict may then be the machine's (never the front end's).
         assert verdict["kind"] in {"machine-contended", "generator-starved"}, verdict
         return
     assert verdict["kind"] == "compute-bound-cpu", verdict

@@ -112,7 +112,7 @@ def test_light_load_is_healthy(tmp_path, model_repository, kit):
 
 
 @pytest.mark.slow
-def test_servers_differing_only_in_adaptive_delay_are_two_series(tmp_path, model_repository):
+def test_servers_differing_only_in_adaptive_delay_are_two_series(tmp_path, model_repository, kit):
     campaign = run_campaign("adaptive", tmp_path, model_repository)
     summary = analyze_campaign(campaign, tmp_path / "adaptive-analysis")
     steps = {row.step_index: row.series for row in summary.steps}
@@ -125,4 +125,6 @@ def test_servers_differing_only_in_adaptive_delay_are_two_series(tmp_path, model
         for text in [r.text for r in verdict.recommendations] + verdict.reasons:
             quoted.update(int(n) for n in re.findall(r"\bstep (\d+)", text))
         assert {steps[i] for i in quoted} == {verdict.series}, (verdict.series, quoted)
+    if fixed.kind in {"machine-contended", "generator-starved"} and kit.contended(campaign):
+        pytest.skip(f"other processes took the CPU: {fixed.kind}, the planted delay cannot be seen")
     assert fixed.kind == "batching-delay-bound", fixed

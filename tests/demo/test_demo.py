@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TINY = ("--step-duration-s", "1", "--warmup-s", "0.5", "--concurrency", "2")
+TINY = ("--step-duration-s", "1", "--warmup-s", "0.5", "--concurrency", "8")
 
 
 def _env() -> dict[str, str]:
