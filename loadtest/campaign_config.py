@@ -1,26 +1,32 @@
 """Campaign files (YAML): strict validation into a CampaignConfig, before any load is sent.
 
 Every unknown key, wrong type, out-of-range value or empty sweep is rejected with a message that
-names the key (dotted path) and the value. The file format, with defaults, is documented in
-docs/loadtest.md and shown by loadtest/campaigns/demo.yaml.
+names the key (dotted path) and the value, cut to a bounded length (servescope.echo): a campaign file
+is untrusted input, and rendering an alias bomb's expansion whole took minutes and gigabytes. The file
+is read bounded (MAX_FILE_BYTES) and must be UTF-8 YAML nested at most as deep as Python's recursion
+allows. The file format, with defaults, is documented in docs/loadtest.md and shown by
+loadtest/campaigns/demo.yaml.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loadtest.connection import PROTOCOLS, Connection, ConnectionSettingsError
 from loadtest.payload import PAYLOAD_KINDS
+from servescope.echo import one_line, shown
 from servescope.settings import DEVICES, ServeFlags
 
 PERCENTILES = ("p50", "p90", "p95", "p99", "p999")
 ON_ERROR = ("continue", "stop")
 ARRIVALS = ("constant", "poisson")
 REDACTED = "(not recorded)"
+MAX_FILE_BYTES = 1 << 20  # a campaign file is a few kB
 
 
 class CampaignConfigError(ValueError):
@@ -127,14 +133,15 @@ class _Checker:
         self.source = source
 
     def fail(self, key: str, value: Any, why: str) -> CampaignConfigError:
-        return CampaignConfigError(f"{self.source}: {key}: {value!r} {why}")
+        return CampaignConfigError(f"{self.source}: {key}: {shown(value)} {why}")
 
     def mapping(self, key: str, value: Any, allowed: set[str]) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(key, value, "must be a mapping")
         for k in value:
             if k not in allowed:
-                where = f"{key}.{k}" if key else str(k)
+                name = k if isinstance(k, str) and len(k) <= 80 and k.isprintable() else shown(k)
+                where = f"{key}.{name}" if key else name
                 raise self.fail(where, value[k], f"is not a known key (known: {', '.join(sorted(allowed))})")
         return value
 
@@ -148,6 +155,8 @@ class _Checker:
     def number(self, key: str, value: Any, positive: bool = True, minimum: float = 0.0) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(key, value, "must be a number")
+        if not math.isfinite(value):
+            raise self.fail(key, value, "must be a finite number")
         if positive and value <= 0:
             raise self.fail(key, value, "must be greater than 0")
         if not positive and value < minimum:
@@ -335,11 +344,24 @@ def load_campaign_config(path: Path | str, overrides: dict[str, Any] | None = No
 
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise CampaignConfigError(f"{path}: cannot read campaign file: {exc.strerror}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise CampaignConfigError(f"{path}: larger than {MAX_FILE_BYTES} bytes, not a campaign file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CampaignConfigError(
+            f"{path}: not UTF-8 text (byte {shown(raw[exc.start : exc.start + 1])} at offset {exc.start})"
+        ) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise CampaignConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise CampaignConfigError(f"{path}: not valid YAML: {one_line(str(exc))}") from exc
+    except RecursionError as exc:
+        raise CampaignConfigError(f"{path}: not a campaign file: YAML nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise CampaignConfigError(f"{path}: not a campaign file: {one_line(str(exc))}") from exc
     return parse_campaign_config(data, str(path), overrides, base_dir=path.parent)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from servescope.echo import one_line, shown
 from servescope.errors import CommandError, UsageError
 
 
@@ -43,11 +44,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+            raise UsageError(f"--set {shown(item)}: expected KEY=VALUE")
         try:
             overrides[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise UsageError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:
+            raise UsageError(f"--set {shown(item)}: value is not valid YAML ({one_line(str(exc))})") from exc
     return overrides
 
 

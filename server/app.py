@@ -25,7 +25,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
 
-from server.batcher import BatchSettings
+from server.admission import Admission
+from server.batcher import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_QUEUE_DELAY_US, BatchSettings
 from server.dataplane import DataPlane
 from server.gpu import gpu_count
 from server.http import MetricsHttpServer
@@ -33,17 +34,33 @@ from server.loop_monitor import LoopMonitor
 from server.metrics import ServerMetrics
 from server.model import CPU, ModelRunner, RuntimeOptions
 from server.rest import RestFrontEnd
-from server.servicer import ErrorStatusInterceptor, InferenceServicer, add_to_server
+from server.servicer import (
+    DEFAULT_STREAM_MAX_INFLIGHT,
+    ErrorStatusInterceptor,
+    InferenceServicer,
+    add_to_server,
+)
 from server.shared_stats import SharedStats
 from servescope import metrics as contract
 from servescope.protocol import POOL, SERVICE_NAME
-from servescope.protocol import model_config_pb2 as mc
-from servescope.repository import ModelEntry, RepositoryError, list_models
+from servescope.repository import CONFIG_FILE, ModelEntry, RepositoryError, list_models
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# --max-inflight auto: what the served models can hold (each model's queue, or UNBOUNDED_QUEUE_ALLOWANCE
+# requests where its queue is unbounded, plus a full batch per instance), plus INFLIGHT_SLACK for calls
+# being decoded or answered: the models' queue policy decides first, the cap only bounds the rest.
+UNBOUNDED_QUEUE_ALLOWANCE = 1024
+INFLIGHT_SLACK = 64
+# Draining (docs/server.md, Reliability): after the accepted calls finished, new calls are still
+# refused for DRAIN_LINGER_S (clients see UNAVAILABLE and go elsewhere); if calls still came in
+# meanwhile, new ones are then held for DRAIN_HOLD_S (so that every client that retries at once waits
+# on a call of its own when gRPC's shutdown starts) and answered UNAVAILABLE DRAIN_GOAWAY_S after the
+# shutdown started (its GOAWAY has reached the clients).
 DRAIN_LINGER_S = 0.25
+DRAIN_HOLD_S = 0.25
+DRAIN_GOAWAY_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,7 @@ class ServerOptions:
     model_repository: Path
     models: tuple[str, ...] = ()
     host: str = "0.0.0.0"
+    metrics_host: str | None = None  # where the metrics HTTP port listens; None: as `host`
     grpc_port: int = 8001
     http_port: int | None = 8000  # KServe v2 REST; None: not served
     metrics_port: int | None = 8002
@@ -69,6 +87,10 @@ class ServerOptions:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # require client certificates signed by this CA (mutual TLS)
+    # Inference calls in flight per worker before shedding; None: auto (auto_max_inflight); 0: no cap.
+    max_inflight: int | None = None
+    stream_max_inflight: int = DEFAULT_STREAM_MAX_INFLIGHT  # requests of one stream read and not answered
     extra_grpc_options: tuple[tuple[str, int], ...] = field(default=())
     # Several worker processes (server/supervisor.py): their count, and each worker's own part. A
     # worker shares the gRPC port (SO_REUSEPORT), serves no metrics port (metrics_port None: the
@@ -79,8 +101,41 @@ class ServerOptions:
     shared_dir: Path | None = None
 
 
-def batch_settings(config: mc.ModelConfig, options: ServerOptions) -> BatchSettings:
-    """A model's batching settings: config.pbtxt, then the command-line overrides."""
+def _check_config(entry: ModelEntry) -> None:
+    """Refuse config.pbtxt values the server cannot run with, naming the file and the field."""
+    config, path = entry.config, entry.path / CONFIG_FILE
+    dynamic = config.dynamic_batching
+    instances = [group.count for group in config.instance_group]
+    checks = [
+        ("max_batch_size", config.max_batch_size, 1, MAX_BATCH_SIZE),
+        *((f"instance_group[{i}].count", count, 0, MAX_INSTANCES) for i, count in enumerate(instances)),
+        ("instance_group counts in all", sum(instances), 0, MAX_INSTANCES),
+        ("dynamic_batching.max_queue_delay_microseconds", dynamic.max_queue_delay_microseconds, 0,
+         MAX_QUEUE_DELAY_US),
+        ("dynamic_batching.default_queue_policy.max_queue_size", dynamic.default_queue_policy.max_queue_size,
+         0, None),
+        *(("dynamic_batching.preferred_batch_size", size, 1, None) for size in dynamic.preferred_batch_size),
+    ]  # fmt: skip
+    for field_name, value, low, high in checks:
+        if value < low or (high is not None and value > high):
+            allowed = f"{low}..{high}" if high is not None else f">= {low}"
+            raise RepositoryError(f"{path}: {field_name} {value} is outside {allowed}")
+
+
+def auto_max_inflight(settings: list[BatchSettings]) -> int:
+    """--max-inflight auto for the served models' batch settings (see UNBOUNDED_QUEUE_ALLOWANCE)."""
+    held = sum(
+        (s.max_queue_size or UNBOUNDED_QUEUE_ALLOWANCE) + s.max_batch_size * s.max_concurrent_batches
+        for s in settings
+    )
+    return held + INFLIGHT_SLACK
+
+
+def batch_settings(entry: ModelEntry, options: ServerOptions) -> BatchSettings:
+    """A model's batching settings: config.pbtxt (checked, naming the file), then the command-line
+    overrides."""
+    _check_config(entry)
+    config = entry.config
     max_batch_size = options.max_batch_size or int(config.max_batch_size)
     has_batcher = config.HasField("dynamic_batching")
     dynamic = config.dynamic_batching
@@ -101,6 +156,47 @@ def batch_settings(config: mc.ModelConfig, options: ServerOptions) -> BatchSetti
         max_concurrent_batches=instances,
         batching=batching,
         adaptive_delay=options.adaptive_delay,
+    )
+
+
+def server_credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
+    """TLS credentials from --tls-cert / --tls-key (and --tls-client-ca), checked first with the ssl
+    module: gRPC itself reports a garbage certificate or key only as "Failed to bind to address".
+
+    Raises ValueError naming the file and what is wrong with it.
+    """
+    import ssl
+
+    cert, key, client_ca = options.tls_cert, options.tls_key, options.tls_client_ca
+    if not (cert or key or client_ca):
+        return None
+    if not (cert and key):
+        raise ValueError("--tls-cert and --tls-key must be given together (and --tls-client-ca needs both)")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate chain and its private key "
+            f"({exc.reason or exc})"
+        ) from exc
+    except OSError as exc:
+        raise ValueError(f"--tls-cert {cert} / --tls-key {key}: cannot read: {exc.strerror}") from exc
+    ca_bytes = None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+            ca_bytes = client_ca.read_bytes()
+        except ssl.SSLError as exc:
+            raise ValueError(
+                f"--tls-client-ca {client_ca}: not a PEM CA certificate ({exc.reason or exc})"
+            ) from exc
+        except OSError as exc:
+            raise ValueError(f"--tls-client-ca {client_ca}: cannot read: {exc.strerror}") from exc
+    return grpc.ssl_server_credentials(
+        [(key.read_bytes(), cert.read_bytes())],
+        root_certificates=ca_bytes,
+        require_client_auth=ca_bytes is not None,
     )
 
 
@@ -160,6 +256,10 @@ class Server:
         )
         self._before_ready = before_ready
         worker = self.metrics.worker
+        # Auto: set once the models are loaded (no inference call is admitted before that).
+        self.admission = Admission(
+            options.max_inflight or 0, self.metrics[contract.CALLS_SHED].labels(worker=worker).inc
+        )
         self._monitor = LoopMonitor(
             self.metrics[contract.EVENT_LOOP_LAG].labels(worker=worker),
             self.metrics[contract.WORKER_CPU].labels(worker=worker),
@@ -196,7 +296,7 @@ class Server:
         await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         self._grpc = grpc.aio.server(
-            interceptors=[ErrorStatusInterceptor()],
+            interceptors=[ErrorStatusInterceptor(self.admission, options.max_message_bytes)],
             options=[
                 ("grpc.max_receive_message_length", options.max_message_bytes),
                 ("grpc.max_send_message_length", options.max_message_bytes),
@@ -204,18 +304,21 @@ class Server:
                 *options.extra_grpc_options,
             ],
         )
-        add_to_server(InferenceServicer(self.core, lambda: self._live), self._grpc)
+        servicer = InferenceServicer(
+            self.core,
+            lambda: self._live,
+            self.admission,
+            stream_max_inflight=options.stream_max_inflight,
+            max_send_bytes=options.max_message_bytes,
+        )
+        add_to_server(servicer, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         services = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(services, self._grpc, pool=reflection_pool())
         address = f"{options.host}:{options.grpc_port}"
+        credentials = server_credentials(options)
         try:
-            if options.tls_cert or options.tls_key:
-                if not (options.tls_cert and options.tls_key):
-                    raise ValueError("--tls-cert and --tls-key must be given together")
-                credentials = grpc.ssl_server_credentials(
-                    [(options.tls_key.read_bytes(), options.tls_cert.read_bytes())]
-                )
+            if credentials is not None:
                 self.grpc_port = self._grpc.add_secure_port(address, credentials)
             else:
                 self.grpc_port = self._grpc.add_insecure_port(address)
@@ -223,6 +326,7 @@ class Server:
             raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
         await self._grpc.start()
         self._monitor.start()
+        metrics_host = options.metrics_host or options.host
         try:
             if options.http_port is not None:
                 tls = (options.tls_cert, options.tls_key) if options.tls_cert and options.tls_key else None
@@ -235,14 +339,14 @@ class Server:
                                   f"{exc.strerror or exc}") from exc  # fmt: skip
             if options.metrics_port is not None:
                 try:
-                    self.metrics_port = await self._http.start(options.host, options.metrics_port)
+                    self.metrics_port = await self._http.start(metrics_host, options.metrics_port)
                 except OSError as exc:
-                    raise OSError(f"cannot listen for metrics HTTP on {options.host}:{options.metrics_port}: "
+                    raise OSError(f"cannot listen for metrics HTTP on {metrics_host}:{options.metrics_port}: "
                                   f"{exc.strerror or exc}") from exc  # fmt: skip
             self._live = True
             log.info("listening: gRPC %s:%d, REST %s, metrics %s", options.host, self.grpc_port,
                      f"{options.host}:{self.http_port}" if self.http_port is not None else "off",
-                     f"http://{options.host}:{self.metrics_port}/metrics" if self.metrics_port
+                     f"http://{metrics_host}:{self.metrics_port}/metrics" if self.metrics_port
                      else "through the supervisor")  # fmt: skip
             await self._load(entries)
             if self._before_ready is not None:
@@ -263,10 +367,11 @@ class Server:
     async def _load(self, entries: list[ModelEntry]) -> None:
         options = self.options
         loop = asyncio.get_running_loop()
+        loaded: list[BatchSettings] = []
         if options.device == "auto" and await loop.run_in_executor(None, gpu_count) == 0:
             log.info("device auto: NVML finds no GPU, running on %s", CPU)
         for entry in entries:
-            settings = batch_settings(entry.config, options)
+            settings = batch_settings(entry, options)
             runtime = RuntimeOptions(
                 options.device, options.intra_op_threads, settings.max_concurrent_batches, options.workers
             )
@@ -274,6 +379,7 @@ class Server:
             warm_sizes = {1, settings.max_batch_size, *settings.preferred_batch_sizes}
             await loop.run_in_executor(None, runner.warm_up, sorted(warm_sizes))
             self.core.add_model(runner, settings)
+            loaded.append(settings)
             log.info(
                 "model %s version %s on %s: max_batch_size %d, batching %s, delay %d us, preferred %s, "
                 "max_queue_size %d, instances %d",
@@ -282,6 +388,10 @@ class Server:
                 list(settings.preferred_batch_sizes), settings.max_queue_size,
                 settings.max_concurrent_batches,
             )  # fmt: skip
+        if options.max_inflight is None:
+            self.admission.max_inflight = auto_max_inflight(loaded)
+        log.info("in-flight cap: %s inference calls per worker (--max-inflight)",
+                 self.admission.max_inflight if options.max_inflight != 0 else "none")  # fmt: skip
 
     async def _abort_start(self) -> None:
         """Release the ports and the models loaded so far after a failed start."""
@@ -295,28 +405,48 @@ class Server:
         await self.core.close()
 
     async def stop(self, grace_s: float | None = None) -> bool:
-        """Drain: not ready, new requests UNAVAILABLE, accepted ones finish (up to grace_s); then stop.
+        """Drain, then stop (docs/server.md, Reliability): not ready, new calls UNAVAILABLE, streams stop
+        reading and end once their answers are written, accepted calls finish (up to grace_s); then the
+        last calls are held while gRPC's shutdown tells the clients to go away, and answered UNAVAILABLE.
 
-        Returns True when every accepted request finished within the grace period.
+        Every call sent after this starts gets UNAVAILABLE or its answer, never a bare CANCELLED, as long
+        as the accepted ones finish within the grace period. Returns True when they all did.
         """
         if self._stopped:
             return True
         self._stopped = True
         grace_s = self.options.grace_period_s if grace_s is None else grace_s
+        started_s = time.monotonic()
+
+        def left_s() -> float:
+            return max(0.0, grace_s - (time.monotonic() - started_s))
+
         self.core.draining = True
         self.core.ready = False
+        self.admission.refuse_streams()
         await self._health.enter_graceful_shutdown()
-        started_s = time.monotonic()
         drained = await self.core.drain(grace_s)
+        drained = await self.admission.streams_closed(left_s()) and drained
         if not drained:
             log.warning("grace period of %.1f s over with requests still running", grace_s)
-        # Calls already on the wire when draining began have not reached a handler yet: keep refusing
-        # them with UNAVAILABLE (REST: 503) for a moment, or gRPC's stop would cancel them with a bare
-        # CANCELLED and REST's would close their connections.
-        linger_s = min(DRAIN_LINGER_S, max(0.0, grace_s - (time.monotonic() - started_s)))
-        await asyncio.sleep(linger_s)
         if self._grpc is not None:
-            await self._grpc.stop(grace=1.0)
+            seen = self.admission.calls_seen
+            await asyncio.sleep(min(DRAIN_LINGER_S, left_s()))
+            # Hold only when clients are still calling: with none, nothing can race the shutdown.
+            calling = self.admission.calls_seen != seen
+            if calling:
+                self.admission.hold()
+                await asyncio.sleep(min(DRAIN_HOLD_S, left_s()))
+            stopping = asyncio.get_running_loop().create_task(self._grpc.stop(grace=max(left_s(), 1.0)))
+            if calling:
+                await asyncio.sleep(min(DRAIN_GOAWAY_S, left_s()))
+            self.admission.release()
+            await stopping
+            if self.admission.held_calls:
+                log.info(
+                    "%d calls that came in while stopping were answered UNAVAILABLE",
+                    self.admission.held_calls,
+                )
         await self._rest.stop()
         self._live = False
         await self._monitor.stop()

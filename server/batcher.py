@@ -25,6 +25,11 @@ import numpy as np
 from server.errors import DeadlineExpired, InvalidInput, Overloaded, Unavailable
 
 _ARRIVAL_SMOOTHING = 0.1  # weight of the newest gap in the moving average of inter-arrival times
+# Upper bounds of the settings (config.pbtxt values above them are refused at start-up): a lone request
+# waits at most the queue delay, so a delay of years would never run it.
+MAX_QUEUE_DELAY_US = 10_000_000
+MAX_BATCH_SIZE = 65536
+MAX_INSTANCES = 64
 
 Execute = Callable[[list[np.ndarray]], Awaitable[Sequence[np.ndarray]]]
 
@@ -51,14 +56,18 @@ class BatchSettings:
         for name in ("batching", "adaptive_delay"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if self.max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
-        if self.max_queue_delay_us < 0:
-            raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+        if not 1 <= self.max_batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"max_batch_size must be in 1..{MAX_BATCH_SIZE}, got {self.max_batch_size}")
+        if not 0 <= self.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
+            raise ValueError(
+                f"max_queue_delay_us must be in 0..{MAX_QUEUE_DELAY_US}, got {self.max_queue_delay_us}"
+            )
         if self.max_queue_size < 0:
             raise ValueError(f"max_queue_size must be >= 0 (0 is unbounded), got {self.max_queue_size}")
-        if self.max_concurrent_batches < 1:
-            raise ValueError(f"max_concurrent_batches must be >= 1, got {self.max_concurrent_batches}")
+        if not 1 <= self.max_concurrent_batches <= MAX_INSTANCES:
+            raise ValueError(
+                f"max_concurrent_batches must be in 1..{MAX_INSTANCES}, got {self.max_concurrent_batches}"
+            )
         for size in self.preferred_batch_sizes:
             if not isinstance(size, int) or isinstance(size, bool):
                 raise TypeError(f"preferred_batch_sizes must hold ints, got {size!r}")

@@ -49,6 +49,10 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _auto_or_non_negative(text: str) -> int | str:
+    return text if text == "auto" else _non_negative(text)
+
+
 def _workers(text: str) -> int | str:
     if text == "auto":
         return text
@@ -94,6 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--host", default=_env("host", "0.0.0.0"), help="address to listen on for gRPC, REST and metrics HTTP"
+    )
+    add(
+        "--metrics-host",
+        default=_env("metrics-host", None),
+        help="address for the metrics HTTP port only (e.g. 127.0.0.1 to keep /metrics off the network); "
+        "None: as --host",
     )
     add("--grpc-port", type=_port, default=_env("grpc-port", "8001"), help="gRPC port (0: pick a free one)")
     add(
@@ -194,12 +204,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 64 MiB; larger: RESOURCE_EXHAUSTED, REST 413)",
     )
     add(
+        "--max-inflight",
+        type=_auto_or_non_negative,
+        default=_env("max-inflight", "auto"),
+        metavar="N|auto",
+        help="inference calls (unary, and stream requests not yet answered) in flight per worker; more are "
+        "refused at once with RESOURCE_EXHAUSTED before being read (auto: what the models' queues and "
+        "batches hold, 1024 for an unbounded queue, plus 64; 0: no cap)",
+    )
+    add(
+        "--max-stream-inflight",
+        type=_positive,
+        default=_env("max-stream-inflight", "16"),
+        help="requests of one ModelStreamInfer stream read and not yet answered; the server reads the next "
+        "one only once an answer was written (backpressure on clients that do not read)",
+    )
+    add(
         "--tls-cert",
         type=Path,
         default=_env("tls-cert", None),
         help="PEM certificate chain: serve gRPC and REST over TLS (HTTPS)",
     )
     add("--tls-key", type=Path, default=_env("tls-key", None), help="PEM private key for --tls-cert")
+    add(
+        "--tls-client-ca",
+        type=Path,
+        default=_env("tls-client-ca", None),
+        help="PEM CA certificate(s): require every client to present a certificate signed by one (mutual "
+        "TLS; needs --tls-cert and --tls-key); None: clients are not authenticated",
+    )
 
 
 def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions (imported lazily)
@@ -212,13 +245,29 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
         raise UsageError(f"--model-repository {args.model_repository}: no such folder")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key must be given together")
-    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+    if args.tls_client_ca and not args.tls_cert:
+        raise UsageError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
+    tls_files = (
+        ("--tls-cert", args.tls_cert),
+        ("--tls-key", args.tls_key),
+        ("--tls-client-ca", args.tls_client_ca),
+    )
+    for flag, path in tls_files:
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{flag} {path}: no such file")
+    from server.batcher import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_QUEUE_DELAY_US
+
+    limits = (("--max-batch-size", args.max_batch_size, MAX_BATCH_SIZE),
+              ("--max-queue-delay-us", args.max_queue_delay_us, MAX_QUEUE_DELAY_US),
+              ("--instances", args.instances, MAX_INSTANCES))  # fmt: skip
+    for flag, value, limit in limits:
+        if value is not None and int(value) > limit:
+            raise UsageError(f"{flag} {value}: above the maximum {limit}")
     return ServerOptions(
         model_repository=Path(args.model_repository),
         models=tuple(args.models or ()),
         host=args.host,
+        metrics_host=args.metrics_host,
         grpc_port=args.grpc_port,
         http_port=None if args.no_http else args.http_port,
         metrics_port=args.metrics_port,
@@ -235,6 +284,9 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
         max_message_bytes=args.max_message_bytes,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        max_inflight=None if args.max_inflight == "auto" else int(args.max_inflight),
+        stream_max_inflight=int(args.max_stream_inflight),
         workers=auto_workers(args.device) if args.workers == "auto" else int(args.workers),
     )
 

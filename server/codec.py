@@ -18,6 +18,7 @@ import numpy as np
 from server.errors import InvalidInput
 from server.messages import InferRequest, InputTensor, OutputTensor
 from server.model import TensorSpec
+from servescope.echo import shown
 
 # KServe datatype -> little-endian numpy dtype.
 WIRE_DTYPES: dict[str, np.dtype[Any]] = {
@@ -76,7 +77,8 @@ class TensorCodec:
         if len(tensors) != len(self.inputs):
             names = [t.name for t in tensors]
             raise self._invalid(
-                f"request has inputs {names}, the model expects {[s.name for s in self.inputs]}"
+                f"request has {len(names)} inputs {shown(names)}, the model expects "
+                f"{[s.name for s in self.inputs]}"
             )
         arrays: list[np.ndarray | None] = [None] * len(self.inputs)
         batch_size = -1
@@ -84,7 +86,7 @@ class TensorCodec:
             index = self._input_index.get(tensor.name)
             if index is None:
                 raise self._invalid(
-                    f"unknown input {tensor.name!r} (expected {[s.name for s in self.inputs]})"
+                    f"unknown input {shown(tensor.name)} (expected {[s.name for s in self.inputs]})"
                 )
             if arrays[index] is not None:
                 raise self._invalid(f"input {tensor.name!r} appears more than once")
@@ -102,14 +104,15 @@ class TensorCodec:
         name = tensor.name
         if tensor.datatype not in self._accepted[index]:
             raise self._invalid(
-                f"input {name!r} has datatype {tensor.datatype!r}, expected {spec.datatype!r}"
+                f"input {name!r} has datatype {shown(tensor.datatype)}, expected {spec.datatype!r}"
                 + (" (or another integer type)" if len(self._accepted[index]) > 1 else "")
             )
         shape = tuple(tensor.shape)
         expected = (self.max_batch_size, *spec.dims)
         if len(shape) != len(expected):
             raise self._invalid(
-                f"input {name!r} has shape {list(shape)}, expected [-1, {', '.join(map(str, spec.dims))}]"
+                f"input {name!r} has shape {shown(list(shape))}, expected "
+                f"[-1, {', '.join(map(str, spec.dims))}]"
             )
         if not 1 <= shape[0] <= self.max_batch_size:
             raise self._invalid(
@@ -118,7 +121,8 @@ class TensorCodec:
         for size, want in zip(shape[1:], spec.dims, strict=True):
             if size < 1 or (want > 0 and size != want):
                 raise self._invalid(
-                    f"input {name!r} has shape {list(shape)}, expected [-1, {', '.join(map(str, spec.dims))}]"
+                    f"input {name!r} has shape {shown(list(shape))}, expected "
+                    f"[-1, {', '.join(map(str, spec.dims))}]"
                 )
         count = math.prod(shape)
         wire_dtype = WIRE_DTYPES[tensor.datatype]
@@ -126,19 +130,22 @@ class TensorCodec:
         if isinstance(data, bytes | bytearray | memoryview):
             if len(data) != count * wire_dtype.itemsize:
                 raise self._invalid(
-                    f"input {name!r}: {where} holds {len(data)} bytes, shape {list(shape)} of "
+                    f"input {name!r}: {where} holds {len(data)} bytes, shape {shown(list(shape))} of "
                     f"{tensor.datatype} needs {count * wire_dtype.itemsize}"
                 )
             array = np.frombuffer(data, dtype=wire_dtype).reshape(shape)
         else:
             if len(data) != count:
                 raise self._invalid(
-                    f"input {name!r}: {where} holds {len(data)} values, shape {list(shape)} needs {count}"
+                    f"input {name!r}: {where} holds {len(data)} values, shape {shown(list(shape))} "
+                    f"needs {count}"
                 )
             try:
                 array = np.array(data, dtype=wire_dtype).reshape(shape)
             except (OverflowError, ValueError, TypeError) as exc:  # e.g. 300 in an INT8 tensor
-                raise self._invalid(f"input {name!r}: {where} do not fit {tensor.datatype}: {exc}") from exc
+                raise self._invalid(
+                    f"input {name!r}: {where} do not fit {tensor.datatype}: {shown(str(exc))}"
+                ) from exc
         return self._check_values(spec, name, array)
 
     def _check_values(self, spec: TensorSpec, name: str, array: np.ndarray) -> np.ndarray:
@@ -168,7 +175,7 @@ class TensorCodec:
             index = self._output_index.get(name)
             if index is None:
                 raise self._invalid(
-                    f"unknown requested output {name!r} (the model has {[s.name for s in self.outputs]})"
+                    f"unknown requested output {shown(name)} (the model has {[s.name for s in self.outputs]})"
                 )
             indices.append(index)
         return indices

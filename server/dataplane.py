@@ -18,6 +18,7 @@ from server.metrics import ServerMetrics
 from server.model import ModelRunner
 from server.served import ModelStats, ServedModel
 from servescope import metrics as contract
+from servescope.echo import shown
 from servescope.protocol import model_config_pb2 as mc
 
 SERVER_NAME = "servescope"
@@ -67,10 +68,10 @@ class DataPlane:
         if served is None:
             if name in self.loading:
                 raise Unavailable(f"model {name!r} is still loading")
-            raise ModelNotFound(f"model {name!r} not found (serving {sorted(self.models)})")
+            raise ModelNotFound(f"model {shown(name)} not found (serving {shown(sorted(self.models))})")
         if version and version != served.version:
             raise ModelNotFound(
-                f"model {name!r} has no version {version!r} (serving version {served.version!r})"
+                f"model {name!r} has no version {shown(version)} (serving version {served.version!r})"
             )
         return served
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from servescope.echo import MESSAGE_LIMIT_CHARS, cut
 from servescope.status import HTTP_STATUS
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,13 @@ class Overloaded(ServingError, RuntimeError):
     http_status = HTTP_STATUS[status]
 
 
+class ResponseTooLarge(ServingError, ValueError):
+    """The answer is larger than the largest message the server may send (--max-message-bytes)."""
+
+    status = "RESOURCE_EXHAUSTED"
+    http_status = 500
+
+
 class DeadlineExpired(ServingError, TimeoutError):
     """The client's deadline passed before the request was computed; it was dropped, never run."""
 
@@ -67,8 +75,10 @@ def status_of(exc: BaseException) -> str:
 
 
 def client_message(exc: BaseException) -> str:
-    """What the client is told: the domain error's message, or a fixed one for a real fault (logged)."""
+    """What the client is told: the domain error's message (cut to MESSAGE_LIMIT_CHARS: a status message
+    must fit gRPC's metadata limit, or the client gets RESOURCE_EXHAUSTED instead of the real code), or
+    a fixed one for a real fault (logged)."""
     if isinstance(exc, ServingError) and exc.status != INTERNAL:
-        return str(exc)
+        return cut(str(exc), MESSAGE_LIMIT_CHARS)
     log.error("internal error while serving a request", exc_info=exc)
     return INTERNAL_MESSAGE

@@ -19,6 +19,7 @@ from server.messages import (
     ServerMetadata,
 )
 from server.served import Duration, ModelStats
+from servescope.echo import shown
 from servescope.protocol import grpc_service_pb2 as pb
 
 # KServe datatype -> the InferTensorContents field that carries its values (None: raw bytes only).
@@ -43,7 +44,7 @@ def infer_request(message: pb.ModelInferRequest) -> InferRequest:
     model = message.model_name
 
     def invalid(text: str) -> InvalidInput:
-        return InvalidInput(f"model {model!r}: {text}")
+        return InvalidInput(f"model {shown(model)}: {text}")
 
     raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
@@ -54,10 +55,10 @@ def infer_request(message: pb.ModelInferRequest) -> InferRequest:
         field = CONTENTS_FIELDS.get(tensor.datatype)
         if raw:
             if has_contents:
-                raise invalid(f"input {tensor.name!r} has both contents and raw_input_contents")
+                raise invalid(f"input {shown(tensor.name)} has both contents and raw_input_contents")
             data, where = raw[position], "raw_input_contents"
         elif has_contents and field is None and tensor.datatype in CONTENTS_FIELDS:
-            raise invalid(f"input {tensor.name!r}: {tensor.datatype} must travel in raw_input_contents")
+            raise invalid(f"input {shown(tensor.name)}: {tensor.datatype} must travel in raw_input_contents")
         else:
             data = getattr(tensor.contents, field) if field else ()
             where = f"contents.{field or 'raw'}"

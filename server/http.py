@@ -1,13 +1,16 @@
 """The metrics port: /metrics (Prometheus text), /healthz (live) and /readyz (ready), on asyncio.
 
 A minimal HTTP/1.1 server, one request per connection, enough for Prometheus, probes and curl.
-The exposition is rendered off the event loop.
+The exposition is rendered off the event loop. Requests are untrusted: a request line or header line
+longer than LINE_LIMIT_BYTES, or more than MAX_HEADERS header lines, is answered 400 or 431 and logged
+in one line (at most one line per REFUSAL_LOG_INTERVAL_S, with a count, so a flood cannot flood the log).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -19,8 +22,20 @@ _REASONS = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
+LINE_LIMIT_BYTES = 64 * 1024  # asyncio's stream limit: the longest request or header line read
+MAX_HEADERS = 100
+REFUSAL_LOG_INTERVAL_S = 60.0
+
+
+class _Refused(Exception):
+    """A request refused before it was read whole: (status, why)."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
 
 
 class MetricsHttpServer:
@@ -33,10 +48,12 @@ class MetricsHttpServer:
         self._live = live
         self._ready = ready
         self._server: asyncio.base_events.Server | None = None
+        self._refused = 0  # refusals not logged yet
+        self._refusal_logged_s = float("-inf")
 
     async def start(self, host: str, port: int) -> int:
         """Listen and return the bound port."""
-        self._server = await asyncio.start_server(self._handle, host, port)
+        self._server = await asyncio.start_server(self._handle, host, port, limit=LINE_LIMIT_BYTES)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
@@ -46,10 +63,13 @@ class MetricsHttpServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request_line = await asyncio.wait_for(reader.readline(), 10.0)
-            while (await asyncio.wait_for(reader.readline(), 10.0)) not in (b"\r\n", b"\n", b""):
-                pass  # headers are not needed
-            status, content_type, body = await self._respond(request_line)
+            try:
+                request_line = await self._read_head(reader)
+                status, content_type, body = await self._respond(request_line)
+            except _Refused as refused:
+                self._note_refusal(refused, writer)
+                request_line = b""
+                status, content_type, body = refused.status, "text/plain", f"{refused}\n".encode()
             head_only = request_line.startswith(b"HEAD ")
             writer.write(
                 f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
@@ -64,6 +84,35 @@ class MetricsHttpServer:
             log.exception("metrics HTTP request failed")
         finally:
             writer.close()
+
+    async def _read_head(self, reader: asyncio.StreamReader) -> bytes:
+        """The request line; the header lines are read (bounded) and dropped."""
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), 10.0)
+        except ValueError as exc:  # asyncio: the line is longer than the stream limit
+            raise _Refused(400, f"request line longer than {LINE_LIMIT_BYTES} bytes") from exc
+        for _ in range(MAX_HEADERS + 1):
+            try:
+                line = await asyncio.wait_for(reader.readline(), 10.0)
+            except ValueError as exc:
+                raise _Refused(431, f"header line longer than {LINE_LIMIT_BYTES} bytes") from exc
+            if line in (b"\r\n", b"\n", b""):
+                return request_line
+        raise _Refused(431, f"more than {MAX_HEADERS} header lines")
+
+    def _note_refusal(self, refused: _Refused, writer: asyncio.StreamWriter) -> None:
+        """One log line for the first refusal, then at most one per REFUSAL_LOG_INTERVAL_S with a count."""
+        self._refused += 1
+        now_s = time.monotonic()
+        if now_s - self._refusal_logged_s < REFUSAL_LOG_INTERVAL_S:
+            return
+        peer = writer.get_extra_info("peername")
+        log.warning(
+            "metrics HTTP: refused %d request(s) with %d (last from %s: %s)",
+            self._refused, refused.status, peer[0] if peer else "?", refused,
+        )  # fmt: skip
+        self._refused = 0
+        self._refusal_logged_s = now_s
 
     async def _respond(self, request_line: bytes) -> tuple[int, str, bytes]:
         parts = request_line.decode("latin-1").split()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ import numpy as np
 
 from server.gpu import gpu_count
 from servescope.cores import available_cores
+from servescope.echo import shown
 from servescope.protocol import model_config_pb2 as mc
-from servescope.repository import ModelEntry, RepositoryError
+from servescope.repository import CONFIG_FILE, METADATA_FILE, ModelEntry, RepositoryError
 
 log = logging.getLogger(__name__)
 
@@ -81,27 +83,52 @@ def default_intra_op_threads(executions: int) -> int:
     return max(1, min(4, available_cores() // (2 * max(1, executions))))
 
 
-def tensor_specs(entry: ModelEntry) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Input and output specs from config.pbtxt, with value ranges from metadata.json `inputs`."""
-    ranges = entry.metadata.get("inputs", {}) if isinstance(entry.metadata.get("inputs"), dict) else {}
+def _value_bound(value: Any, where: str) -> float | None:
+    """A metadata.json min_value / max_value: absent, or a finite number (not a bool)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RepositoryError(f"{where}: {shown(value)} must be a finite number")
+    return value
 
-    def spec(tensor: mc.ModelInput | mc.ModelOutput, value_range: dict[str, Any]) -> TensorSpec:
+
+def tensor_specs(entry: ModelEntry) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input and output specs from config.pbtxt, with value ranges from metadata.json `inputs`.
+
+    Wrong types are refused here, at start-up, naming the file and the field: a range the codec cannot
+    compare would otherwise fail every request with INTERNAL.
+    """
+    config_path, metadata_path = entry.path / CONFIG_FILE, entry.path / METADATA_FILE
+    ranges = entry.metadata.get("inputs", {})
+    if not isinstance(ranges, dict):
+        raise RepositoryError(f"{metadata_path}: inputs: {shown(ranges)} must be an object")
+
+    def spec(kind: str, tensor: mc.ModelInput | mc.ModelOutput, value_range: Any) -> TensorSpec:
+        where = f"{config_path}: {kind} {shown(tensor.name)}"
         if tensor.data_type not in DATATYPES:
+            name = mc.DataType.Name(tensor.data_type) if tensor.data_type in mc.DataType.values() else ""
+            raise RepositoryError(f"{where}: unsupported data_type {name or tensor.data_type}")
+        bad_dims = [d for d in tensor.dims if d == 0 or d < -1]
+        if bad_dims:
             raise RepositoryError(
-                f"{entry.path}: tensor {tensor.name!r} has unsupported data_type "
-                f"{mc.DataType.Name(tensor.data_type)}"
+                f"{where}: dims {shown(list(tensor.dims))}: {bad_dims[0]} is neither -1 nor >= 1"
             )
         datatype, dtype = DATATYPES[tensor.data_type]
-        low, high = value_range.get("min_value"), value_range.get("max_value")
+        if not isinstance(value_range, dict):
+            raise RepositoryError(
+                f"{metadata_path}: inputs.{tensor.name}: {shown(value_range)} must be an object"
+            )
+        field = f"{metadata_path}: inputs.{tensor.name}"
+        low = _value_bound(value_range.get("min_value"), f"{field}.min_value")
+        high = _value_bound(value_range.get("max_value"), f"{field}.max_value")
+        if low is not None and high is not None and low > high:
+            raise RepositoryError(f"{field}: min_value {low} is above max_value {high}")
         return TensorSpec(tensor.name, datatype, dtype, tuple(int(d) for d in tensor.dims), low, high)
 
-    inputs = [
-        spec(t, ranges.get(t.name, {}) if isinstance(ranges.get(t.name), dict) else {})
-        for t in entry.config.input
-    ]
-    outputs = [spec(t, {}) for t in entry.config.output]
+    inputs = [spec("input", t, ranges.get(t.name, {})) for t in entry.config.input]
+    outputs = [spec("output", t, {}) for t in entry.config.output]
     if not inputs or not outputs:
-        raise RepositoryError(f"{entry.path}: config.pbtxt must declare at least one input and one output")
+        raise RepositoryError(f"{config_path}: must declare at least one input and one output")
     return inputs, outputs
 
 
@@ -145,6 +172,17 @@ def _session(ort: Any, path: str, options: Any, providers: list[str]) -> Any:
         raise RepositoryError(f"{path}: ONNX Runtime cannot load the model: {detail}") from exc
 
 
+def precision_of(entry: ModelEntry) -> str:
+    """metadata.json `precision` (a metric label: a short string), "unknown" when absent."""
+    precision = entry.metadata.get("precision", "unknown")
+    if not isinstance(precision, str) or not 0 < len(precision) <= 64:
+        raise RepositoryError(
+            f"{entry.path / METADATA_FILE}: precision: {shown(precision)} must be a string of 1 to 64 "
+            "characters"
+        )
+    return precision
+
+
 class ModelRunner:
     """A loaded model: runs batches on a thread pool of `instances` workers."""
 
@@ -155,13 +193,14 @@ class ModelRunner:
         version = max(entry.versions) if version is None else version
         if entry.config.max_batch_size < 1:
             raise RepositoryError(
-                f"{entry.path}: max_batch_size {entry.config.max_batch_size}: models without a batch "
-                "dimension are not supported"
+                f"{entry.path / CONFIG_FILE}: max_batch_size {entry.config.max_batch_size}: models without a "
+                "batch dimension are not supported"
             )
         self.entry = entry
         self.name = entry.name
         self.version = version
         self.inputs, self.outputs = tensor_specs(entry)
+        self._precision = precision_of(entry)
         self.max_batch_size = int(entry.config.max_batch_size)
         threads = options.intra_op_threads or default_intra_op_threads(options.instances * options.workers)
         self.intra_op_threads = threads
@@ -185,7 +224,7 @@ class ModelRunner:
 
     @property
     def precision(self) -> str:
-        return str(self.entry.metadata.get("precision", "unknown"))
+        return self._precision
 
     def _run_plain(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self._output_names, dict(zip(self._input_names, inputs, strict=True)))

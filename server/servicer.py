@@ -15,12 +15,18 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from server import grpc_codec
+from server.admission import SHUTTING_DOWN_MESSAGE, Admission
 from server.dataplane import DataPlane
-from server.errors import InvalidInput, client_message, status_of
+from server.errors import InvalidInput, ResponseTooLarge, client_message, status_of
 from servescope import __version__
+from servescope.echo import shown
 from servescope.protocol import POOL, SERVICE_NAME
 from servescope.protocol import grpc_service_pb2 as pb
 from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
+
+INFER_METHOD = f"/{SERVICE_NAME}/ModelInfer"
+DEFAULT_STREAM_MAX_INFLIGHT = 16
+DEFAULT_MAX_SEND_BYTES = 64 * 1024 * 1024
 
 
 class _Malformed:
@@ -44,13 +50,32 @@ def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
-    """Unary calls: a malformed request or a domain error ends the call with its status code and message.
+    """Unary calls: admission, then a malformed request or a domain error ends the call with its status
+    code and message; the answer is serialized here and checked against the largest message allowed.
 
-    Handlers are wrapped once per method and cached, so a call pays one dictionary lookup.
+    Handlers are wrapped once per method and cached, so a call pays one dictionary lookup and, for
+    ModelInfer, one comparison against the in-flight cap.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, admission: Admission | None = None, max_send_bytes: int = DEFAULT_MAX_SEND_BYTES
+    ) -> None:
+        self._admission = admission if admission is not None else Admission(0)
+        self._max_send_bytes = max_send_bytes
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        gate = self._admission
+
+        async def shed(request: bytes, context: grpc.aio.ServicerContext) -> None:
+            gate.shed()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, gate.shed_message())
+
+        async def held(request: bytes, context: grpc.aio.ServicerContext) -> None:
+            await gate.held()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN_MESSAGE)
+
+        # Neither reads the request (no deserializer): a shed or held call costs no parsing.
+        self._shed = grpc.unary_unary_rpc_method_handler(shed)
+        self._held = grpc.unary_unary_rpc_method_handler(held)
 
     async def intercept_service(
         self,
@@ -58,39 +83,91 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
+        gate = self._admission
+        gate.calls_seen += 1
+        if gate.holding:
+            handler = self._wrapped.get(method) or await continuation(handler_call_details)
+            if handler is not None and handler.unary_unary is not None:
+                return self._held
+        elif gate.inflight >= gate.max_inflight and method == INFER_METHOD:
+            return self._shed
         wrapped = self._wrapped.get(method)
         if wrapped is not None:
             return wrapped
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        behavior = handler.unary_unary
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._wrap(method, handler), request_deserializer=handler.request_deserializer
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
 
-        async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> Callable[..., Awaitable[bytes]]:
+        behavior, serialize = handler.unary_unary, handler.response_serializer
+        limit, gate = self._max_send_bytes, self._admission
+
+        def answer(response: Any) -> bytes:
+            data = serialize(response) if serialize is not None else response
+            if len(data) > limit:
+                raise ResponseTooLarge(_too_large(method, response, len(data), limit))
+            return data
+
+        async def mapped(request: Any, context: grpc.aio.ServicerContext) -> bytes:
             try:
                 _check(request)
-                return await behavior(request, context)
+                return answer(await behavior(request, context))
             except Exception as exc:
                 if isinstance(exc, grpc.aio.AbortError):
                     raise
                 code, message = grpc_status(exc)
                 await context.abort(code, message)
+                raise  # not reached: abort raises
 
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            mapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        self._wrapped[method] = wrapped
-        return wrapped
+        async def admitted(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+            # mapped() with the worker's in-flight count around it, written out: one coroutine per call.
+            if not gate.admit():
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, gate.shed_message())
+            try:
+                _check(request)
+                return answer(await behavior(request, context))
+            except Exception as exc:
+                if isinstance(exc, grpc.aio.AbortError):
+                    raise
+                code, message = grpc_status(exc)
+                await context.abort(code, message)
+                raise  # not reached: abort raises
+            finally:
+                gate.done()
+
+        return admitted if method == INFER_METHOD else mapped
+
+
+def _too_large(method: str, response: Any, size: int, limit: int) -> str:
+    model = getattr(response, "model_name", "")
+    who = f"model {shown(model)}: " if model else f"{method.rsplit('/', 1)[-1]}: "
+    return f"{who}the answer takes {size} bytes, above --max-message-bytes ({limit})"
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """KServe v2 / Open Inference Protocol over grpc.aio."""
 
-    def __init__(self, core: DataPlane, live: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        core: DataPlane,
+        live: Callable[[], bool],
+        admission: Admission | None = None,
+        *,
+        stream_max_inflight: int = DEFAULT_STREAM_MAX_INFLIGHT,
+        max_send_bytes: int = DEFAULT_MAX_SEND_BYTES,
+    ) -> None:
+        if stream_max_inflight < 1:
+            raise ValueError(f"stream_max_inflight must be >= 1, got {stream_max_inflight}")
         self._core = core
         self._live = live
+        self._admission = admission if admission is not None else Admission(0)
+        self._stream_max_inflight = stream_max_inflight
+        self._max_send_bytes = max_send_bytes
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self._live())
@@ -130,47 +207,137 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests of one stream run concurrently; responses return as they finish, errors in-band."""
-        responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        running: set[asyncio.Task[None]] = set()
+    ) -> None:
+        """Requests of one stream run concurrently (at most stream_max_inflight at once); answers return
+        as they finish, errors in-band. Draining: the stream stops reading, writes the answers of what it
+        read, then ends with UNAVAILABLE saying how many it answered."""
+        gate = self._admission
+        if gate.holding:
+            await gate.held()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN_MESSAGE)
+        if gate.refusing_streams or self._core.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_REFUSED_MESSAGE)
+        stream = _Stream(self._core, gate, context, self._stream_max_inflight, self._max_send_bytes)
+        await stream.run()
+        if stream.closed_by_drain and not stream.client_gone:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_DRAINED_MESSAGE.format(stream.answered))
 
-        async def answer(request: pb.ModelInferRequest) -> None:
-            try:
-                _check(request)
-                response = await self._core.infer(grpc_codec.infer_request(request), context.time_remaining())
-                responses.put_nowait(
-                    pb.ModelStreamInferResponse(infer_response=grpc_codec.infer_response(response))
-                )
-            except Exception as exc:
-                failed = pb.ModelInferResponse()
-                if not isinstance(request, _Malformed):
-                    failed.model_name, failed.id = request.model_name, request.id
-                responses.put_nowait(
-                    pb.ModelStreamInferResponse(error_message=client_message(exc), infer_response=failed)
-                )
 
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    task = asyncio.get_running_loop().create_task(answer(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                while running:
-                    await asyncio.gather(*list(running))
-            except grpc.RpcError:
-                pass  # the client went away: nothing is left to answer
-            finally:
-                responses.put_nowait(None)
+STREAM_REFUSED_MESSAGE = "server is draining: stream refused, nothing was read; reconnect to another server"
+STREAM_DRAINED_MESSAGE = (
+    "server is draining: stream closed after {} answers; requests without an answer were not run"
+)
 
-        reader = asyncio.get_running_loop().create_task(read())
+
+class _Stream:
+    """One ModelStreamInfer call: a reader that reads while there are free slots, one task per request,
+    and the handler's own loop writing the answers, in the order they finish."""
+
+    def __init__(
+        self, core: DataPlane, gate: Admission, context: Any, max_inflight: int, max_send_bytes: int
+    ) -> None:
+        self._core, self._gate, self._context = core, gate, context
+        self._max_send_bytes = max_send_bytes
+        self._slots = asyncio.Semaphore(max_inflight)  # requests read and not yet answered on the wire
+        self._out: asyncio.Queue[tuple[bytes, bool] | None] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._reading = True
+        self._unanswered = 0  # read, answer not yet written
+        self._admitted = 0  # of those, counted in the worker's in-flight calls
+        self.answered = 0
+        self.closed_by_drain = False
+        self.client_gone = False
+
+    def close(self) -> None:
+        """Draining: read no more (what was read is still answered)."""
+        self.closed_by_drain = True
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def run(self) -> None:
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._gate.open_stream(self.close)
         try:
-            while (response := await responses.get()) is not None:
-                yield response
+            while self._reading or self._unanswered:
+                item = await self._out.get()
+                if item is None:
+                    continue  # the reader stopped: look at the condition again
+                data, admitted = item
+                try:
+                    await self._context.write(data)
+                except Exception:  # the client went away (cancelled, connection lost): nothing to answer
+                    self.client_gone = True
+                    return
+                self.answered += 1
+                self._unanswered -= 1
+                if admitted:
+                    self._admitted -= 1
+                    self._gate.done()
+                self._slots.release()
         finally:
-            reader.cancel()
-            for task in list(running):
+            self._gate.close_stream(self.close)
+            self._reader.cancel()
+            for task in list(self._tasks):
                 task.cancel()
+            self._gate.done(self._admitted)
+            self._admitted = 0
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                await self._slots.acquire()
+                request = await self._context.read()
+                if request is grpc.aio.EOF:
+                    return
+                self._unanswered += 1
+                self._dispatch(request)
+        except asyncio.CancelledError:
+            pass  # draining, or the stream ended
+        except Exception:  # the client went away while we read
+            pass
+        finally:
+            self._reading = False
+            self._out.put_nowait(None)
+
+    def _dispatch(self, request: Any) -> None:
+        if isinstance(request, _Malformed):
+            self._out.put_nowait((self._failure(request, request.error()), False))
+            return
+        if not self._gate.admit():
+            self._out.put_nowait((self._failure(request, None), False))
+            return
+        self._admitted += 1
+        task = asyncio.get_running_loop().create_task(self._answer(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, request: pb.ModelInferRequest) -> None:
+        try:
+            _check(request)
+            response = await self._core.infer(
+                grpc_codec.infer_request(request), self._context.time_remaining()
+            )
+            message = pb.ModelStreamInferResponse(infer_response=grpc_codec.infer_response(response))
+            data = message.SerializeToString()
+            if len(data) > self._max_send_bytes:
+                raise ResponseTooLarge(
+                    _too_large("ModelStreamInfer", response, len(data), self._max_send_bytes)
+                )
+        except Exception as exc:
+            data = self._failure(request, exc)
+        self._out.put_nowait((data, True))
+
+    def _failure(self, request: Any, exc: Exception | None) -> bytes:
+        """An in-band error answer (exc None: shed by the in-flight cap), with the request's name and id."""
+        message = client_message(exc) if exc is not None else self._gate.shed_message()
+        failed = pb.ModelInferResponse()
+        if not isinstance(request, _Malformed):
+            failed.model_name, failed.id = request.model_name, request.id
+        data = pb.ModelStreamInferResponse(error_message=message, infer_response=failed).SerializeToString()
+        if len(data) > self._max_send_bytes:  # a huge name or id: answer without echoing them
+            data = pb.ModelStreamInferResponse(error_message=message).SerializeToString()
+        return data
 
 
 def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
@@ -190,7 +357,8 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
         handlers[method.name] = make_handler(
             getattr(servicer, method.name),
             request_deserializer=_safe_parser(method.name, request_class.FromString),
-            response_serializer=response_class.SerializeToString,
+            # ModelStreamInfer writes bytes it serialized itself (to check their size first).
+            response_serializer=None if method.client_streaming else response_class.SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
 

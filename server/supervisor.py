@@ -148,16 +148,17 @@ class Supervisor:
             reuse_port=True, shared_dir=self.shared,
         )  # fmt: skip
         http = MetricsHttpServer(supervisor_registry(self), lambda: True, self.is_ready)
+        metrics_host = options.metrics_host or options.host
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
             try:
-                self.metrics_port = await http.start(options.host, options.metrics_port)
+                self.metrics_port = await http.start(metrics_host, options.metrics_port)
             except OSError as exc:
                 raise OSError(
-                    f"cannot listen for metrics HTTP on {options.host}:{options.metrics_port}: "
+                    f"cannot listen for metrics HTTP on {metrics_host}:{options.metrics_port}: "
                     f"{exc.strerror or exc}"
                 ) from exc
             for index in range(options.workers):
@@ -166,7 +167,7 @@ class Supervisor:
                 "listening: gRPC %s:%d, REST %s (%d workers), metrics http://%s:%d/metrics",
                 options.host, self.grpc_port,
                 f"{options.host}:{self.http_port}" if self.http_port is not None else "off",
-                options.workers, options.host, self.metrics_port,
+                options.workers, metrics_host, self.metrics_port,
             )  # fmt: skip
             if not await self._start_all(stop):
                 return 0  # a signal came before the server was ready

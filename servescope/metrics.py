@@ -118,9 +118,17 @@ WORKER_CPU = Metric(
     (WORKER_LABEL,),
 )  # fmt: skip
 
+# Inference calls a worker shed at its front door (--max-inflight reached), before reading them: no
+# model is known yet, so they are counted per worker, not in servescope_requests_total.
+CALLS_SHED = Metric(
+    "servescope_calls_shed_total", "counter",
+    "Inference calls (unary, or requests of a stream) refused with RESOURCE_EXHAUSTED before they were "
+    "read, because the worker had --max-inflight calls in flight", (WORKER_LABEL,),
+)  # fmt: skip
+
 SERVER_METRICS = (
     REQUESTS, REQUEST_DURATION, QUEUE_DURATION, COMPUTE_DURATION, BATCH_SIZE, INFERENCES, BATCHES,
-    QUEUE_DEPTH, INFLIGHT, REJECTED, MODEL_INFO, EVENT_LOOP_LAG, WORKER_CPU,
+    QUEUE_DEPTH, INFLIGHT, REJECTED, MODEL_INFO, EVENT_LOOP_LAG, WORKER_CPU, CALLS_SHED,
 )  # fmt: skip
 
 # Exported by the supervising process of a multi-worker server (server/supervisor.py).

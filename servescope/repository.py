@@ -5,23 +5,34 @@
     <repository>/<model>/metadata.json         precision, accuracy, size, FLOPs, provenance
 
 The exporter writes it and the server reads it; this module is the one place that knows the layout.
+
+The files are untrusted input: reads are bounded and must be UTF-8, model names are plain names, and
+nothing may lead out of the repository: a model folder, file or version folder that is a symbolic link
+to a place outside it, and a `default_model_filename` that is not a plain file name, are refused with the
+path named (docs/server.md, Model repository). Links that stay inside the repository are followed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import text_format
 
+from servescope.echo import shown
 from servescope.protocol import model_config_pb2
 
 CONFIG_FILE = "config.pbtxt"
 METADATA_FILE = "metadata.json"
 DEFAULT_MODEL_FILE = "model.onnx"
 PLATFORM = "onnxruntime_onnx"
+MAX_TEXT_FILE_BYTES = 1 << 20  # config.pbtxt and metadata.json are a few kB; anything above 1 MiB is refused
+# A model name: what a folder, a metric label and a log line can all carry plainly (no leading dot, so
+# neither hidden folders nor "..sneaky" are served).
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 class RepositoryError(ValueError):
@@ -48,19 +59,53 @@ class ModelEntry:
                 f"{self.path}: model {self.name!r} has no version {chosen} (has {list(self.versions)})"
             )
         filename = self.config.default_model_filename or DEFAULT_MODEL_FILE
-        return self.path / str(chosen) / filename
+        if "/" in filename or "\\" in filename or "\0" in filename or filename in (".", ".."):
+            raise RepositoryError(
+                f"{self.path / CONFIG_FILE}: default_model_filename {shown(filename)} must be a plain file "
+                "name inside the version folder"
+            )
+        path = self.path / str(chosen) / filename
+        repository = self.path.parent.resolve()
+        if path.exists() or path.is_symlink():
+            check_inside(path, repository)
+        return path
+
+
+def check_inside(path: Path, repository: Path) -> None:
+    """Refuse a path (a link, or below one) that resolves to a place outside the repository folder."""
+    target = path.resolve()
+    if not target.is_relative_to(repository):
+        raise RepositoryError(
+            f"{path}: leads to {shown(str(target))}, outside the model repository {repository}; refused "
+            "(only links that stay inside the repository are followed)"
+        )
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A small UTF-8 text file of the repository, bounded in size; RepositoryError naming it otherwise."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TEXT_FILE_BYTES + 1)
+    except OSError as exc:
+        raise RepositoryError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    if len(data) > MAX_TEXT_FILE_BYTES:
+        raise RepositoryError(f"{path}: {what} is larger than {MAX_TEXT_FILE_BYTES} bytes; refused")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RepositoryError(
+            f"{path}: {what} is not UTF-8 text (byte {shown(data[exc.start : exc.start + 1])} at offset "
+            f"{exc.start})"
+        ) from exc
 
 
 def read_config(path: Path) -> model_config_pb2.ModelConfig:
     """Parse a config.pbtxt, naming the file and the problem when it does not parse."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise RepositoryError(f"{path}: cannot read model configuration: {exc.strerror}") from exc
+    text = read_text_file(path, "model configuration")
     try:
         return text_format.Parse(text, model_config_pb2.ModelConfig())
-    except text_format.ParseError as exc:
-        raise RepositoryError(f"{path}: not a valid ModelConfig: {exc}") from exc
+    except (text_format.ParseError, RecursionError) as exc:
+        raise RepositoryError(f"{path}: not a valid ModelConfig: {shown(str(exc))}") from exc
 
 
 def format_config(config: model_config_pb2.ModelConfig) -> str:
@@ -77,10 +122,11 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     path = model_dir / METADATA_FILE
     if not path.exists():
         return {}
+    text = read_text_file(path, "model metadata")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RepositoryError(f"{path}: not valid JSON: {exc}") from exc
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise RepositoryError(f"{path}: not valid JSON: {shown(str(exc))}") from exc
     if not isinstance(data, dict):
         raise RepositoryError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
@@ -92,6 +138,15 @@ def write_metadata(metadata: dict[str, Any], model_dir: Path) -> None:
 
 def read_model(model_dir: Path) -> ModelEntry:
     """One model folder: its config (name must match the folder), metadata and numeric versions."""
+    if not MODEL_NAME.fullmatch(model_dir.name):
+        raise RepositoryError(
+            f"{model_dir}: {shown(model_dir.name)} is not a model name (letters, digits, '_', '.', '-'; "
+            "not starting with '.' or '-'); rename or remove the folder"
+        )
+    repository = model_dir.parent.resolve()
+    for path in (model_dir, model_dir / CONFIG_FILE, model_dir / METADATA_FILE):
+        if path.exists() or path.is_symlink():
+            check_inside(path, repository)
     config = read_config(model_dir / CONFIG_FILE)
     if config.name and config.name != model_dir.name:
         raise RepositoryError(
@@ -99,11 +154,10 @@ def read_model(model_dir: Path) -> ModelEntry:
         )
     if not config.name:
         config.name = model_dir.name
-    versions = tuple(
-        sorted(
-            int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
-        )
-    )
+    version_dirs = [p for p in model_dir.iterdir() if p.name.isdigit() and int(p.name) > 0 and p.is_dir()]
+    for path in version_dirs:
+        check_inside(path, repository)
+    versions = tuple(sorted(int(p.name) for p in version_dirs))
     return ModelEntry(
         name=model_dir.name,
         path=model_dir,

@@ -7,16 +7,25 @@
 Every record carries `schema_version`; readers refuse versions they do not know (READABLE_VERSIONS).
 All times are in seconds, rates per second, sizes in bytes. A field is None when it was not measured
 (for example `gpu` on a machine without one, `server` when /metrics could not be scraped).
+
+The files are untrusted input to the reader: every field is checked against its declared type (a
+string `completed` or an int `model` is refused, naming the file, the line, the key and the value cut
+to a bounded length), reads are bounded (MAX_CAMPAIGN_FILE_BYTES, MAX_STEP_LINE_BYTES) and JSON nested
+deeper than the parser allows is refused like any other malformed line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from servescope.echo import one_line, shown
 from servescope.metrics import ServerDeltas  # re-exported: step records hold it
 
 SCHEMA_VERSION = 3
@@ -27,6 +36,9 @@ READABLE_VERSIONS = (1, 2, 3)
 CAMPAIGN_FILE = "campaign.json"
 STEPS_FILE = "steps.jsonl"
 SAMPLES_DIR = "samples"
+MAX_CAMPAIGN_FILE_BYTES = 16 << 20  # campaign.json is a few kB to a few hundred kB
+MAX_STEP_LINE_BYTES = 4 << 20  # one step record is a few kB
+MAX_STEPS_FILE_BYTES = 512 << 20  # about 100,000 steps
 
 
 class ResultsError(ValueError):
@@ -267,49 +279,84 @@ def to_dict(record: Any) -> dict[str, Any]:
     return dataclasses.asdict(record)
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Build a dataclass from parsed JSON, recursing into nested dataclass fields."""
+def _build(cls: type, data: Any, where: str, key: str = "") -> Any:
+    """Build a dataclass from parsed JSON, checking every field against its declared type.
+
+    Raises ResultsError naming `where` (file and line), the dotted key and the value (cut).
+    """
     if not isinstance(data, dict):
-        raise ResultsError(f"{where}: expected an object for {cls.__name__}, found {type(data).__name__}")
-    hints = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(hints)
+        raise ResultsError(
+            f"{where}: {key or cls.__name__}: expected an object for {cls.__name__}, found "
+            f"{type(data).__name__} {shown(data)}"
+        )
+    hints = _hints(cls)
+    unknown = [name for name in data if name not in hints]
     if unknown:
-        raise ResultsError(f"{where}: unknown field(s) {sorted(unknown)} in {cls.__name__}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        nested = _NESTED.get((cls, name))
-        if nested is None or value is None:
-            kwargs[name] = value
-        elif isinstance(value, list):
-            kwargs[name] = [_build(nested, v, f"{where}.{name}") for v in value]
-        else:
-            kwargs[name] = _build(nested, value, f"{where}.{name}")
+        raise ResultsError(f"{where}: unknown field(s) {shown(sorted(map(str, unknown)))} in {cls.__name__}")
+    kwargs = {
+        name: _typed(value, hints[name], where, f"{key}.{name}" if key else name)
+        for name, value in data.items()
+    }
     try:
         return cls(**kwargs)
-    except TypeError as exc:
-        raise ResultsError(f"{where}: {cls.__name__}: {exc}") from exc
+    except TypeError as exc:  # a required field is missing
+        raise ResultsError(f"{where}: {cls.__name__}: {one_line(str(exc))}") from exc
 
 
-_NESTED: dict[tuple[type, str], type] = {
-    (StepRecord, "load"): LoadSpec,
-    (StepRecord, "server_settings"): ServerSettings,
-    (StepRecord, "latency_s"): LatencySummary,
-    (StepRecord, "windows"): Window,
-    (StepRecord, "server"): ServerDeltas,
-    (StepRecord, "cpu"): CpuUsage,
-    (StepRecord, "gpu"): GpuUsage,
-    (StepRecord, "client"): ClientTiming,
-    (CampaignInfo, "machine"): MachineInfo,
-    (CampaignInfo, "peak"): PeakProbe,
-    (CampaignInfo, "transport"): TransportProbe,
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+_SCALARS: dict[type, tuple[tuple[type, ...], str]] = {
+    str: ((str,), "a string"),
+    int: ((int,), "an integer"),
+    float: ((int, float), "a number"),
+    bool: ((bool,), "true or false"),
 }
 
 
-def _check_version(data: dict[str, Any], where: str) -> None:
+def _typed(value: Any, hint: Any, where: str, key: str) -> Any:
+    """value if it fits the type hint (dataclasses built, recursively); ResultsError otherwise."""
+    if hint is Any:
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [arg for arg in args if arg is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _typed(value, option, where, key)
+            except ResultsError as exc:
+                errors.append(exc)
+        if value is None:
+            raise ResultsError(f"{where}: {key}: null is not allowed here")
+        raise errors[0]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ResultsError(f"{where}: {key}: {shown(value)} must be a list")
+        return [_typed(item, args[0], where, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ResultsError(f"{where}: {key}: {shown(value)} must be an object")
+        return {k: _typed(v, args[1], where, f"{key}.{k}") for k, v in value.items()}
+    accepted, description = _SCALARS[hint]
+    if (isinstance(value, bool) and hint is not bool) or not isinstance(value, accepted):
+        raise ResultsError(f"{where}: {key}: {shown(value)} must be {description}")
+    return float(value) if hint is float else value
+
+
+def _check_version(data: Any, where: str) -> None:
+    if not isinstance(data, dict):
+        raise ResultsError(f"{where}: expected a JSON object, found {type(data).__name__} {shown(data)}")
     version = data.get("schema_version")
     if version not in READABLE_VERSIONS:
         raise ResultsError(
-            f"{where}: schema_version {version!r} is not supported "
+            f"{where}: schema_version {shown(version)} is not supported "
             f"(readable: {', '.join(map(str, READABLE_VERSIONS))})"
         )
 
@@ -346,11 +393,21 @@ def read_campaign(folder: Path) -> CampaignInfo:
     path = folder / CAMPAIGN_FILE
     if not path.is_file():
         raise ResultsError(f"{folder}: not a campaign folder (no {CAMPAIGN_FILE})")
+    if path.stat().st_size > MAX_CAMPAIGN_FILE_BYTES:
+        raise ResultsError(f"{path}: larger than {MAX_CAMPAIGN_FILE_BYTES} bytes, not a campaign file")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path}: not valid JSON ({exc})") from exc
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not valid JSON ({_parse_error(exc)})") from exc
     return campaign_from_dict(data, str(path))
+
+
+def _parse_error(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text at offset {exc.start}"
+    return one_line(str(exc), 200)
 
 
 def read_steps(folder: Path) -> tuple[list[StepRecord], list[str]]:
@@ -358,16 +415,30 @@ def read_steps(folder: Path) -> tuple[list[StepRecord], list[str]]:
     path = folder / STEPS_FILE
     if not path.is_file():
         raise ResultsError(f"{folder}: no {STEPS_FILE} (the campaign recorded no step)")
+    if path.stat().st_size > MAX_STEPS_FILE_BYTES:
+        raise ResultsError(f"{path}: larger than {MAX_STEPS_FILE_BYTES} bytes, not a steps file")
     steps: list[StepRecord] = []
     skipped: list[str] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            steps.append(step_from_dict(json.loads(line), where))
-        except json.JSONDecodeError:
-            skipped.append(f"{where}: not valid JSON (half-written line?)")
-        except ResultsError as exc:
-            skipped.append(str(exc))
+    with path.open("rb") as handle:
+        for number, raw in enumerate(iter(lambda: handle.readline(MAX_STEP_LINE_BYTES + 1), b""), start=1):
+            where = f"{path}:{number}"
+            if len(raw) > MAX_STEP_LINE_BYTES:
+                skipped.append(f"{where}: longer than {MAX_STEP_LINE_BYTES} bytes, not a step record")
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the line
+                    raw = handle.readline(MAX_STEP_LINE_BYTES + 1)
+                continue
+            if not raw.strip():
+                continue
+            try:
+                data = json.loads(raw.decode("utf-8"))
+            except json.JSONDecodeError:
+                skipped.append(f"{where}: not valid JSON (half-written line?)")
+                continue
+            except (RecursionError, UnicodeDecodeError) as exc:
+                skipped.append(f"{where}: not valid JSON ({_parse_error(exc)})")
+                continue
+            try:
+                steps.append(step_from_dict(data, where))
+            except ResultsError as exc:
+                skipped.append(str(exc))
     return steps, skipped

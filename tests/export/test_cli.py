@@ -48,21 +48,33 @@ def assert_usage_error(capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
     return lines[0]
 
 
-def write_imdb_npz(path: Path, *, train: int, test: int, seed: int = 0) -> None:
-    """A small file in the format of Keras' imdb.npz: object arrays of word-rank lists (ranks from 1)."""
+def imdb_reviews(count: int, rng: np.random.Generator) -> list[list[int]]:
+    """Reviews as lists of word ranks (from 1), of 5 to 200 words."""
+    return [rng.integers(1, 12000, size=int(rng.integers(5, 200))).tolist() for _ in range(count)]
+
+
+def write_imdb_npz(path: Path, *, train: int, test: int, seed: int = 0, pickled: bool = False) -> None:
+    """A small dataset file: reviews as 2-D int32 arrays padded with 0 (the format servescope reads from
+    any file), or with pickled=True as Keras' imdb.npz holds them (object arrays of lists)."""
     rng = np.random.default_rng(seed)
 
-    def reviews(count: int) -> np.ndarray:
-        out = np.empty(count, dtype=object)
-        for i in range(count):
-            out[i] = rng.integers(1, 12000, size=int(rng.integers(5, 200))).tolist()
-        return out
+    def packed(reviews: list[list[int]]) -> np.ndarray:
+        if pickled:
+            out = np.empty(len(reviews), dtype=object)
+            for i, review in enumerate(reviews):
+                out[i] = review
+            return out
+        rows = np.zeros((len(reviews), max(map(len, reviews))), np.int32)
+        for i, review in enumerate(reviews):
+            rows[i, : len(review)] = review
+        return rows
 
+    x_train, x_test = imdb_reviews(train, rng), imdb_reviews(test, rng)
     np.savez(
         path,
-        x_train=reviews(train),
+        x_train=packed(x_train),
         y_train=rng.integers(0, 2, size=train),
-        x_test=reviews(test),
+        x_test=packed(x_test),
         y_test=rng.integers(0, 2, size=test),
     )
 
@@ -245,15 +257,33 @@ def test_instance_kind_writes_kind_gpu_for_gpu_deployment(tmp_path: Path) -> Non
     assert [g.kind for g in cpu.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
 
 
+def test_padded_and_pickled_forms_read_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 2-D zero-padded file reads exactly as Keras' object-array form of the same reviews (that form
+    read here as if it were Keras' published file, the only one whose pickles are read)."""
+    from exporter import datasets
+
+    padded, pickled = tmp_path / "padded.npz", tmp_path / "pickled.npz"
+    write_imdb_npz(padded, train=40, test=30, seed=5)
+    write_imdb_npz(pickled, train=40, test=30, seed=5, pickled=True)
+    monkeypatch.setattr(datasets, "KERAS_IMDB_SHA256", datasets._sha256(pickled))
+    one, other = read_imdb_npz(padded), read_imdb_npz(pickled)
+    assert one["x_train"] == other["x_train"] and one["x_test"] == other["x_test"]
+    assert one["y_train"].tolist() == other["y_train"].tolist()
+
+
 @pytest.mark.slow
-def test_reader_matches_keras_imdb_loader(tmp_path: Path) -> None:
+def test_reader_matches_keras_imdb_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Our .npz reading equals keras.datasets.imdb.load_data(num_words=10000) on the same file.
 
     Keras' loader only accepts the published file's hash (anything else triggers a download), so its
-    file lookup is pointed at our file; it runs in a child process to keep TensorFlow out of this one.
+    file lookup is pointed at our file, and our reader is told that file is the published one; Keras
+    runs in a child process to keep TensorFlow out of this one.
     """
+    from exporter import datasets
+
     path = tmp_path / "tiny_imdb.npz"
-    write_imdb_npz(path, train=40, test=30, seed=5)
+    write_imdb_npz(path, train=40, test=30, seed=5, pickled=True)
+    monkeypatch.setattr(datasets, "KERAS_IMDB_SHA256", datasets._sha256(path))
     script = textwrap.dedent(
         f"""
         import pickle, sys

@@ -209,12 +209,17 @@ async def test_a_request_above_max_batch_size_is_invalid() -> None:
 @pytest.mark.parametrize(
     ("settings", "error", "message"),
     [
-        ({"max_batch_size": 0}, ValueError, "max_batch_size must be >= 1, got 0"),
+        ({"max_batch_size": 0}, ValueError, "max_batch_size must be in 1..65536, got 0"),
         ({"max_batch_size": "8"}, TypeError, "max_batch_size must be an int, got '8'"),
         (
             {"max_batch_size": 8, "max_queue_delay_us": -1},
             ValueError,
-            "max_queue_delay_us must be >= 0, got -1",
+            "max_queue_delay_us must be in 0..10000000, got -1",
+        ),
+        (
+            {"max_batch_size": 8, "max_queue_delay_us": 2**64 - 1},
+            ValueError,
+            "max_queue_delay_us must be in 0..10000000, got 18446744073709551615",
         ),
         (
             {"max_batch_size": 8, "preferred_batch_sizes": (16,)},
@@ -224,7 +229,7 @@ async def test_a_request_above_max_batch_size_is_invalid() -> None:
         (
             {"max_batch_size": 8, "max_concurrent_batches": 0},
             ValueError,
-            "max_concurrent_batches must be >= 1",
+            "max_concurrent_batches must be in 1..64, got 0",
         ),
         ({"max_batch_size": 8, "batching": 1}, TypeError, "batching must be a bool, got 1"),
     ],

@@ -84,7 +84,7 @@ INVALID = [
     (too_big(), ["'sentiment_fp32'", "input 'tokens' holds value 10000 above the maximum 9999"]),
     (request(np.full((1, 100), -3, np.int32)), ["input 'tokens' holds value -3 below the minimum 0"]),
     (request(np.zeros((65, 100), np.int32)), ["input 'tokens' has batch size 65", "max_batch_size (64)"]),
-    (pb.ModelInferRequest(model_name=MODEL), ["request has inputs []", "expects ['tokens']"]),
+    (pb.ModelInferRequest(model_name=MODEL), ["request has 0 inputs []", "expects ['tokens']"]),
     (unknown_output(), ["unknown requested output 'logits'", "['probability']"]),
     (both_contents(), ["input 'tokens' has both contents and raw_input_contents"]),
     (int8_overflow(), ["input 'tokens': contents.int_contents do not fit INT8"]),

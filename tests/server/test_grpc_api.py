@@ -239,3 +239,83 @@ def test_tls(start_server, tmp_path: Path) -> None:
     target = f"localhost:{running.grpc_port}"
     client = triton.InferenceServerClient(target, ssl=True, root_certificates=str(cert))
     assert client.is_server_live()
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _signed_pair(folder: Path, name: str, ca: tuple[Path, Path], san: str | None = None) -> tuple[Path, Path]:
+    """A key and a certificate for CN=name signed by the CA (cert, key)."""
+    cert, key, request_file = folder / f"{name}.pem", folder / f"{name}.key", folder / f"{name}.csr"
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", str(key),
+             "-out", str(request_file))  # fmt: skip
+    extra = folder / f"{name}.ext"
+    extra.write_text(f"subjectAltName={san}\n" if san else "basicConstraints=CA:FALSE\n")
+    _openssl("x509", "-req", "-in", str(request_file), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+             "-CAcreateserial", "-days", "1", "-extfile", str(extra), "-out", str(cert))  # fmt: skip
+    return cert, key
+
+
+def _ca(folder: Path, name: str) -> tuple[Path, Path]:
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+             "-keyout", str(key), "-out", str(cert))  # fmt: skip
+    return cert, key
+
+
+def test_mutual_tls_accepts_only_clients_with_a_certificate_from_the_ca(start_server, tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make test certificates")
+    ca, other_ca = _ca(tmp_path, "client-ca"), _ca(tmp_path, "other-ca")
+    server_cert, server_key = _signed_pair(tmp_path, "server", ca, san="DNS:localhost,IP:127.0.0.1")
+    client_cert, client_key = _signed_pair(tmp_path, "client", ca)
+    stranger_cert, stranger_key = _signed_pair(tmp_path, "stranger", other_ca)
+    running = start_server(
+        models=("sentiment_fp32",), tls_cert=server_cert, tls_key=server_key, tls_client_ca=ca[0]
+    )
+    target = f"localhost:{running.grpc_port}"
+
+    def ready(cert: Path | None, key: Path | None) -> tuple[str, str]:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca[0].read_bytes(),
+            private_key=key.read_bytes() if key else None,
+            certificate_chain=cert.read_bytes() if cert else None,
+        )
+        with grpc.secure_channel(target, credentials) as channel:
+            try:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                return "OK", str(stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready)
+            except grpc.RpcError as exc:
+                return exc.code().name, exc.details() or ""
+
+    assert ready(client_cert, client_key) == ("OK", "True")
+    assert ready(None, None)[0] == "UNAVAILABLE"  # no client certificate: the handshake fails
+    assert ready(stranger_cert, stranger_key)[0] == "UNAVAILABLE"  # signed by another CA
+    client = triton.InferenceServerClient(
+        target, ssl=True, root_certificates=str(ca[0]), private_key=str(client_key),
+        certificate_chain=str(client_cert),
+    )  # fmt: skip
+    assert client.is_model_ready("sentiment_fp32")
+    with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as plain:
+        with pytest.raises(grpc.RpcError) as raised:
+            pb_grpc.GRPCInferenceServiceStub(plain).ServerReady(pb.ServerReadyRequest(), timeout=5)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_metrics_host_binds_the_metrics_port_alone(start_server) -> None:
+    import argparse
+
+    from server.cli import add_arguments, options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    running = start_server(models=("sentiment_fp32",), host="0.0.0.0", metrics_host="127.0.0.1")
+    assert running.server._http._server.sockets[0].getsockname()[0] == "127.0.0.1"
+    with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as channel:
+        assert pb_grpc.GRPCInferenceServiceStub(channel).ServerLive(pb.ServerLiveRequest(), timeout=10).live
+    assert running.http_get("/healthz") == (200, "ok\n")
+    args = parser.parse_args(["--model-repository", ".", "--metrics-host", "127.0.0.1", "--workers", "1"])
+    assert options_from_args(args).metrics_host == "127.0.0.1"
+    default = options_from_args(parser.parse_args(["--model-repository", ".", "--workers", "1"]))
+    assert default.metrics_host is None

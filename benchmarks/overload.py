@@ -1,0 +1,219 @@
+"""Overload: accepted latency, refusals and server memory when more clients call than the server holds.
+
+`servescope serve` runs in a child process with a small queue (default `--max-queue-size 8`); closed-loop
+clients (grpc.aio, pre-serialized batch-1 requests, spread over 8 connections) call it for a while at
+each client count. Two client behaviours after a RESOURCE_EXHAUSTED answer:
+  tight    send the next call at once (the worst case: every refusal comes straight back);
+  backoff  wait a random time up to a backoff that starts at 50 ms and doubles up to 1 s, reset by an
+           OK answer (what gRPC's retry guidance asks of clients).
+Prints p50/p99 of the accepted calls as the clients saw them, the same inside the server (its
+servescope_request_duration_seconds between two scrapes: from the data plane taking the request to the
+answer; mean, and p99 as the histogram bucket bound it falls in), the answers by status code, and the
+server's RSS.
+
+    .venv/bin/python benchmarks/overload.py --model-repository models --clients 32,256 --retry tight
+    .venv/bin/python benchmarks/overload.py --model-repository models --retry backoff --duration-s 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.lean_client import INFER_METHOD, build_requests, channel_options  # noqa: E402
+from loadtest import scrape  # noqa: E402
+from servescope import metrics as contract  # noqa: E402
+
+MODEL = "sentiment_fp32"
+BACKOFF_START_S, BACKOFF_MAX_S = 0.05, 1.0
+
+
+@dataclass
+class OverloadResult:
+    """One run: the latencies of accepted calls (seconds) and every answer by status code."""
+
+    clients: int
+    retry: str
+    duration_s: float
+    latencies_s: list[float] = field(default_factory=list)
+    codes: collections.Counter[str] = field(default_factory=collections.Counter)
+    server_mean_ms: float | None = None  # inside the server (data plane), accepted requests
+    server_p99_ms: float | None = None  # the upper bound of the histogram bucket holding the p99
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q)) * 1000 if self.latencies_s else float("nan")
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "clients": self.clients, "retry": self.retry, "duration_s": self.duration_s,
+            "ok_per_s": round(self.codes["OK"] / self.duration_s, 1),
+            "p50_ms": round(self.percentile_ms(50), 2), "p99_ms": round(self.percentile_ms(99), 2),
+            "server_mean_ms": self.server_mean_ms, "server_p99_ms": self.server_p99_ms,
+            "codes": dict(self.codes),
+        }  # fmt: skip
+
+
+def server_latency(
+    before: scrape.Snapshot, after: scrape.Snapshot, model: str = MODEL
+) -> tuple[float, float]:
+    """Mean and p99 (bucket upper bound) of servescope_request_duration_seconds between two scrapes, ms."""
+    metric = contract.REQUEST_DURATION
+    count = after.total(metric.count, model=model) - before.total(metric.count, model=model)
+    total_s = after.total(metric.sum, model=model) - before.total(metric.sum, model=model)
+    p99_s = float("inf")
+    for bound in metric.buckets:
+        le = contract.bound_key(bound)
+        below = after.by_label(metric.bucket, "le", model=model)
+        earlier = before.by_label(metric.bucket, "le", model=model)
+        key = next(k for k in below if contract.bound_key(k) == le)
+        if below[key] - earlier.get(key, 0.0) >= 0.99 * count:
+            p99_s = bound
+            break
+    return round(total_s / count * 1000, 2) if count else float("nan"), p99_s * 1000
+
+
+async def run_clients(
+    target: str,
+    *,
+    clients: int,
+    duration_s: float,
+    warmup_s: float = 2.0,
+    retry: str = "backoff",
+    connections: int = 8,
+    model: str = MODEL,
+) -> OverloadResult:
+    """`clients` closed-loop callers for warmup_s + duration_s; calls that start and end in the last
+    duration_s are counted."""
+    if retry not in ("tight", "backoff"):
+        raise ValueError(f"retry must be tight or backoff, got {retry!r}")
+    payloads = build_requests(model)
+    channels = [grpc.aio.insecure_channel(target, options=channel_options()) for _ in range(connections)]
+    result = OverloadResult(clients, retry, duration_s)
+    try:
+        calls = [channel.unary_unary(INFER_METHOD, lambda b: b, lambda b: b) for channel in channels]
+        await asyncio.gather(*(channel.channel_ready() for channel in channels))
+        measure_from_s = time.perf_counter() + warmup_s
+        stop_s = measure_from_s + duration_s
+
+        async def client(index: int) -> None:
+            rng = random.Random(index)
+            infer, backoff_s = calls[index % len(calls)], BACKOFF_START_S
+            while (sent_s := time.perf_counter()) < stop_s:
+                try:
+                    await infer(payloads[index % len(payloads)], timeout=30)
+                    code = "OK"
+                except grpc.aio.AioRpcError as exc:
+                    code = exc.code().name
+                done_s = time.perf_counter()
+                if sent_s >= measure_from_s and done_s <= stop_s:
+                    result.codes[code] += 1
+                    if code == "OK":
+                        result.latencies_s.append(done_s - sent_s)
+                if code == "OK":
+                    backoff_s = BACKOFF_START_S
+                elif retry == "backoff":
+                    await asyncio.sleep(rng.uniform(0, backoff_s))
+                    backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
+    return result
+
+
+class ServeProcess:
+    """`servescope serve` in a child process, one model, free ports, until stop()."""
+
+    metrics_url: str
+
+    def __init__(self, repository: Path, extra: list[str]) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="servescope-overload-")
+        ready_file = Path(self._folder.name) / "ready.json"
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        )
+        command = [
+            sys.executable, "-m", "cli", "serve", "--model-repository", str(repository), "--model", MODEL,
+            "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--ready-file", str(ready_file),
+            *extra,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        deadline_s = time.monotonic() + 120
+        while not ready_file.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline_s:
+                self.stop()
+                raise RuntimeError(f"servescope serve did not start: {self.process.stderr.read()[-2000:]}")
+            time.sleep(0.05)
+        ready = json.loads(ready_file.read_text())
+        self.target = f"127.0.0.1:{ready['grpc_port']}"
+        self.metrics_url = f"http://127.0.0.1:{ready['metrics_port']}/metrics"
+
+    def measure(self, **run: object) -> OverloadResult:
+        """run_clients(...) against this server, with its server-side latency filled in."""
+        before = scrape.scrape(self.metrics_url)
+        result = asyncio.run(run_clients(self.target, **run))  # type: ignore[arg-type]
+        result.server_mean_ms, result.server_p99_ms = server_latency(before, scrape.scrape(self.metrics_url))
+        return result
+
+    def rss_bytes(self) -> int:
+        import psutil
+
+        return int(psutil.Process(self.process.pid).memory_info().rss)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=60)
+        self._folder.cleanup()
+        return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-repository", type=Path, required=True)
+    parser.add_argument(
+        "--clients", default="32,256", help="client counts, comma-separated (default: 32,256)"
+    )
+    parser.add_argument("--duration-s", type=float, default=20.0, help="measured seconds per client count")
+    parser.add_argument("--retry", choices=["tight", "backoff"], default="tight")
+    parser.add_argument("--max-queue-size", type=int, default=8)
+    parser.add_argument("--serve-flag", action="append", default=[], help="another servescope serve flag")
+    args = parser.parse_args(argv)
+    server = ServeProcess(
+        args.model_repository,
+        ["--workers", "1", "--max-queue-size", str(args.max_queue_size), *args.serve_flag],
+    )
+    try:
+        for clients in (int(c) for c in args.clients.split(",")):
+            rss_before = server.rss_bytes()
+            result = server.measure(clients=clients, duration_s=args.duration_s, retry=args.retry)
+            row = {
+                **result.summary(),
+                "rss_mb": [round(rss_before / 2**20), round(server.rss_bytes() / 2**20)],
+            }
+            print(json.dumps(row), flush=True)
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
