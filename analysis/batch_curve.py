@@ -23,6 +23,12 @@ class BatchCurve:
     model: str
     device: str
     points: dict[int, tuple[int, float]] = field(default_factory=dict)  # size -> (executions, mean s)
+    source: str = "steps"  # "steps": the load steps' batches; "probe": the campaign's compute probe
+
+    @property
+    def basis(self) -> str:
+        """How a recommendation names where the curve comes from."""
+        return "the measured compute" if self.source == "steps" else "the compute probe before the steps"
 
     def compute_s(self, size: int) -> float | None:
         point = self.points.get(size)
@@ -57,8 +63,27 @@ class BatchCurve:
         return size, rates[size]
 
 
-def build_curves(steps: list[StepRecord]) -> dict[str, BatchCurve]:
-    """One curve per model (the device with the most executions when a campaign mixes devices)."""
+def build_curves(
+    steps: list[StepRecord], probes: dict[str, dict[str, list[float]]] | None = None
+) -> dict[str, BatchCurve]:
+    """One curve per model (the device with the most executions when a campaign mixes devices). Where the
+    steps measured fewer than two batch sizes (batching off, or too little load to batch), the campaign's
+    compute probe (campaign.json `compute_probe`, one request at a time at each size) stands in."""
+    curves = _step_curves(steps)
+    devices = {step.model: step.server_settings.device or "unknown" for step in steps}
+    for model, by_size in (probes or {}).items():
+        if len(curves.get(model, BatchCurve(model, "")).points) >= 2:
+            continue
+        probe = BatchCurve(model, devices.get(model, "unknown"), source="probe")
+        for size, (count, seconds) in sorted(by_size.items(), key=lambda item: int(item[0])):
+            if count >= MIN_EXECUTIONS and seconds > 0:
+                probe.points[int(size)] = (int(count), seconds / count)
+        if len(probe.points) >= 2:
+            curves[model] = probe
+    return curves
+
+
+def _step_curves(steps: list[StepRecord]) -> dict[str, BatchCurve]:
     totals: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(
         lambda: defaultdict(lambda: [0.0, 0.0])
     )

@@ -163,10 +163,16 @@ class Situation:
     def machine_rps(self) -> float | None:
         """Requests/s the available cores allow at today's CPU per request (server, and the generator when
         it shares the machine): the ceiling no server setting can lift."""
+        return self.machine_rps_saving(0.0)
+
+    def machine_rps_saving(self, saved_s: float) -> float | None:
+        """machine_rps once a change saves `saved_s` CPU seconds per request (compute that batching
+        shares among a batch's requests, say); never below today's CPU outside compute."""
         cpu = self.peak.cpu
         per = self.per_request_cores(cpu.server_cores)
         if per is None or not self.available_cores:
             return None
         if self.ctx.loopback:
             per += self.per_request_cores(cpu.generator_cores) or 0.0
+        per -= min(max(saved_s, 0.0), per / 2)
         return self.available_cores / per if per > 0 else None

@@ -70,7 +70,7 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
     # The target was this machine's loopback when the campaign started the server itself.
     target = info.target or {}
     loopback = bool(target.get("embedded")) or is_loopback(target.get("grpc") or target.get("http"))
-    batch_curves = build_curves(steps)
+    batch_curves = build_curves(steps, info.compute_probe)
     verdicts = []
     for label, group in series.items():
         context = Context(

@@ -74,14 +74,13 @@ def _predict(s: Situation, figure: str, expected: float, basis: str, step: Any =
     return Prediction(figure, float(current), float(expected), step.step_index, describe_load(step), basis)
 
 
-def _cap(s: Situation, rps: float) -> tuple[float, str]:
-    """A predicted request rate, capped by what the available cores allow at today's CPU per request."""
-    limit = s.machine_rps
+def _cap(s: Situation, rps: float, saved_s: float = 0.0) -> tuple[float, str]:
+    """A predicted request rate, capped by what the available cores allow at today's CPU per request
+    (less `saved_s` CPU seconds per request that the change saves)."""
+    limit = s.machine_rps_saving(saved_s)
     if limit is not None and rps > limit:
-        return (
-            limit,
-            f"capped at {limit:.0f} req/s, what {s.available_cores} cores allow at today's CPU per request",
-        )
+        per = "today's CPU per request" + (f" less the {ms(saved_s)} of compute it saves" if saved_s else "")
+        return limit, f"capped at {limit:.0f} req/s, what {s.available_cores} cores allow at {per}"
     return rps, ""
 
 
@@ -200,7 +199,7 @@ def _batch_size_for(s: Situation, outstanding: int, limit: int = 64) -> tuple[in
     if best is not None and best < curve.largest:
         size = 1 << max(0, math.ceil(math.log2(best)))
         return min(size, limit), (
-            f"the measured compute by batch size says throughput per sample stops improving by "
+            f"{curve.basis} by batch size says throughput per sample stops improving by "
             f"{BATCH_GAIN_MIN:.0%} beyond batch {best}"
         )
     size = min(limit, 1 << max(0, math.ceil(math.log2(max(outstanding, 2)))))
@@ -220,22 +219,27 @@ def queueing(s: Situation) -> list[Recommendation]:
             f"{1 / compute_s if compute_s else float('nan'):.0f} req/s and queueing took "
             f"{ms(parts.queueing_s)} of the {ms(parts.client_mean_s)} mean latency"
         )
-        gain, basis = None, ""
+        gain, basis, saved_s = None, "", 0.0
         curve = s.batch_curve
-        if curve is not None and curve.samples_per_s(1) and curve.peak():
-            best_size, best_rate = curve.peak()
-            gain = best_rate / curve.samples_per_s(1)
-            basis = f"the measured compute: {best_rate:.0f} samples/s per slot at batch {best_size}"
+        reach = min(size, outstanding)  # the batches this load can form with the new limit
+        sizes = [b for b in (curve.points if curve is not None else ()) if b <= reach]
+        if curve is not None and curve.samples_per_s(1) and len(sizes) >= 2:
+            at = max(sizes)
+            rate = curve.samples_per_s(at) or 0.0
+            gain = rate / curve.samples_per_s(1)
+            saved_s = max(0.0, (curve.compute_s(1) or 0.0) - 1 / rate) if rate else 0.0
+            basis = f"{curve.basis}: {rate:.0f} samples/s per slot at batch {at}"
             text += f"; {basis}, {gain:.1f}x batch 1"
         elif s.fit is not None and s.fit.per_sample_s > 0:
             gain = s.fit.samples_per_s(size) / s.fit.samples_per_s(1)
+            saved_s = max(0.0, 1 / s.fit.samples_per_s(1) - 1 / s.fit.samples_per_s(size))
             basis = f"the compute fit predicts {gain:.1f}x the capacity at batch {size}"
             text += f"; {basis}"
         if why:
             text += f" ({why})"
         prediction = None
-        if gain is not None:
-            expected, capped = _cap(s, peak.requests_per_s * gain)
+        if gain is not None and gain > 1:
+            expected, capped = _cap(s, peak.requests_per_s * gain, saved_s)
             prediction = _predict(s, "requests_per_s", expected, "; ".join(p for p in (basis, capped) if p))
         change = Change(
             "batching", True, False, "server", f"--max-batch-size {size} --max-queue-delay-us {delay_us}",
@@ -273,7 +277,7 @@ def bigger_batches(s: Situation) -> list[Recommendation]:
         if best is not None and best <= current:
             return [
                 Recommendation(
-                    f"keep max_batch_size {current}: batches are full, but the measured compute says "
+                    f"keep max_batch_size {current}: batches are full, but {curve.basis} says "
                     f"throughput per sample stops improving by {BATCH_GAIN_MIN:.0%} beyond batch {best}; "
                     "more "
                     "throughput needs more compute (instances, workers, a lighter variant)"
@@ -366,7 +370,7 @@ def client_batching(s: Situation) -> list[Recommendation]:
         if ceiling < expected:
             expected, basis = (
                 ceiling,
-                f"the measured compute ceiling, {compute[1]:.0f} samples/s per slot x {s.slots}",
+                f"{s.batch_curve.basis}'s ceiling, {compute[1]:.0f} samples/s per slot x {s.slots}",
             )
     return [
         Recommendation(

@@ -27,6 +27,7 @@ from loadtest.campaign_config import (
     load_campaign_config,
     parse_campaign_config,
 )
+from loadtest.compute_probe import probe_compute
 from loadtest.connection import Connection
 from loadtest.input_data import read_input_data
 from loadtest.locust_run import LocustSettings
@@ -175,7 +176,7 @@ def run_campaign(
                 grpc_target = target if cfg.connection.protocol == "grpc" else None
                 http_target = target if cfg.connection.protocol == "http" else None
                 probe(info, output, cfg.models[0], grpc_target, http_target, cfg.connection,
-                      cfg.probe_requests, progress)  # fmt: skip
+                      cfg.probe_requests, progress, cfg.models)  # fmt: skip
             done = _run_steps(cfg, output, entries, servers, target, metrics_url, progress, total, info)
         except KeyboardInterrupt:
             info.interrupted = True
@@ -222,18 +223,40 @@ def probe(
     connection: Connection,
     requests: int,
     progress: Callable[[str], None],
+    models: list[str] | None = None,
 ) -> None:
-    """Measure the transports once (the first server a campaign measures) into campaign.json."""
-    if requests <= 0 or info.transport is not None:
+    """Measure the transports once (the first server a campaign measures), and the compute by batch size
+    of each model the first time a server serves it, into campaign.json. `requests` 0: no probes."""
+    if requests <= 0:
         return
-    try:
-        info.transport = probe_transports(model, grpc_target, http_target, connection, requests)
-    except Exception as exc:  # the probe only informs the analysis: the campaign goes on without it
-        progress(f"transport probe failed ({type(exc).__name__}: {exc}); no transport figures recorded")
-        return
-    figures = ", ".join(f"{name} {p50 * 1e3:.3f} ms" for name, p50 in info.transport.p50_s.items())
-    progress(f"transport probe ({model}, batch 1, concurrency 1, p50 per request): {figures}")
+    if info.transport is None:
+        try:
+            info.transport = probe_transports(model, grpc_target, http_target, connection, requests)
+        except Exception as exc:  # the probe only informs the analysis: the campaign goes on without it
+            progress(f"transport probe failed ({type(exc).__name__}: {exc}); no transport figures recorded")
+        else:
+            figures = ", ".join(f"{name} {p50 * 1e3:.3f} ms" for name, p50 in info.transport.p50_s.items())
+            progress(f"transport probe ({model}, batch 1, concurrency 1, p50 per request): {figures}")
+    for name in models or [model]:
+        if name not in info.compute_probe and grpc_target is not None:
+            _probe_compute(info, name, grpc_target, connection, progress)
     results.write_campaign(info, output)
+
+
+def _probe_compute(
+    info: CampaignInfo, model: str, grpc_target: str, connection: Connection, progress: Callable[[str], None]
+) -> None:
+    settings, _note = reported_settings(grpc_target, model, connection=connection)
+    try:
+        figures = probe_compute(model, grpc_target, connection, settings.max_batch_size)
+    except Exception as exc:  # informs the analysis only, like the transport probe
+        progress(f"compute probe failed ({type(exc).__name__}: {exc}); no compute by batch size recorded")
+        return
+    if not figures:
+        return
+    info.compute_probe[model] = figures
+    shown = ", ".join(f"{size}: {seconds / count * 1e3:.2f} ms" for size, (count, seconds) in figures.items())
+    progress(f"compute probe ({model}, server compute per batch by size, one request at a time): {shown}")
 
 
 def _count_steps(output: Path) -> int:
@@ -277,7 +300,7 @@ def _run_steps(
                             try:
                                 managed = _start(output, entries, cfg, setting, server_number, progress)
                                 probe(info, output, cfg.models[0], managed.target, managed.http_target,
-                                      cfg.connection, cfg.probe_requests, progress)  # fmt: skip
+                                      cfg.connection, cfg.probe_requests, progress, cfg.models)  # fmt: skip
                             except ServerStartError as exc:
                                 start_error = f"server did not start: {exc}"
                                 progress(start_error)

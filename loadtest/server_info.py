@@ -76,6 +76,12 @@ def batch_statistics(
             response = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model), timeout=timeout_s)
         except grpc.RpcError:
             return None
+    return batch_stats_of(response)
+
+
+def batch_stats_of(response: pb.ModelStatisticsResponse) -> dict[int, tuple[int, int]]:
+    """Batch size -> (executions, compute nanoseconds) summed over the versions in a ModelStatistics
+    answer."""
     out: dict[int, tuple[int, int]] = {}
     for stats in response.model_stats:
         for batch in stats.batch_stats:

@@ -28,11 +28,11 @@ from typing import Any
 from servescope.echo import one_line, shown
 from servescope.metrics import ServerDeltas  # re-exported: step records hold it
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Version 1 lacked ServerSettings.intra_op_threads and .workers, the machine accounting of CpuUsage
 # beyond machine_cores, StepRecord.client and .compute_by_batch_size; its records read with them None.
-# Version 2 lacked CampaignInfo.transport (read as None).
-READABLE_VERSIONS = (1, 2, 3)
+# Version 2 lacked CampaignInfo.transport (read as None), version 3 CampaignInfo.compute_probe (read empty).
+READABLE_VERSIONS = (1, 2, 3, 4)
 CAMPAIGN_FILE = "campaign.json"
 STEPS_FILE = "steps.jsonl"
 SAMPLES_DIR = "samples"
@@ -253,6 +253,9 @@ class CampaignInfo:
     finished_at: str | None = None
     interrupted: bool = False
     transport: TransportProbe | None = None
+    # model -> batch size -> [executions, compute seconds] the server recorded for the compute probe:
+    # client batches of 1, 2, 4, ... samples sent one at a time before the steps (loadtest/compute_probe.py)
+    compute_probe: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
 

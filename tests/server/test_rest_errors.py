@@ -110,7 +110,7 @@ def test_not_found_is_404_with_the_grpc_message(served) -> None:
         404,
         "model 'nope' not found (serving ['sentiment_fp16', 'sentiment_fp32', 'sentiment_int8'])",
     )
-    assert post(infer_url(served), b"{}")[1].endswith("request has inputs [], the model expects ['tokens']")
+    assert post(infer_url(served), b"{}")[1].endswith("request has 0 inputs [], the model expects ['tokens']")
     with urllib.request.urlopen(f"http://{served.http_target}/v2/health/live", timeout=5) as response:
         assert response.status == 200
     for path in ("/v2/models/nope", "/v2/models/nope/config", "/v2/nothing", "/metrics"):
