@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
+from servescope.results import READABLE_VERSIONS
+
+READABLE = ", ".join(map(str, READABLE_VERSIONS))
 
 
 def analyze_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -101,7 +104,7 @@ def test_unknown_schema_version_of_the_campaign_is_refused(capsys, mixed_campaig
     path.write_text(json.dumps(data))
     code, _, err = analyze_cli(capsys, str(mixed_campaign))
     assert code == 2
-    assert "schema_version 99 is not supported (readable: 1, 2, 3)" in err
+    assert f"schema_version 99 is not supported (readable: {READABLE})" in err
 
 
 def test_campaign_without_steps_file_is_a_usage_error(capsys, mixed_campaign):
@@ -129,7 +132,7 @@ def test_bad_steps_are_left_out_and_listed_with_their_reason(capsys, mixed_campa
     summary = json.loads((output / "summary.json").read_text())
     left_out = {item["where"]: item["reason"] for item in summary["left_out"]}
     assert left_out == {
-        "steps.jsonl:3": "schema_version 7 is not supported (readable: 1, 2, 3)",
+        "steps.jsonl:3": f"schema_version 7 is not supported (readable: {READABLE})",
         "steps.jsonl:5": "not valid JSON (half-written line?)",
         "step 0 (sentiment_fp32, 32 users, client batch 1)".replace("32 users", "1 user"):
             "no request completed (errors: UNAVAILABLE=12); note: target unreachable",

@@ -87,7 +87,12 @@ def test_batching_off_under_high_concurrency_is_queueing(tmp_path, model_reposit
     assert verdict["kind"] == "queueing", verdict
     assert "batching is off" in verdict["reasons"][0]
     assert verdict["evidence"]["queueing_share"] > 0.5
-    assert verdict["recommendations"][0]["text"].startswith("enable dynamic batching (--max-batch-size 64")
+    top = verdict["recommendations"][0]
+    assert top["text"].startswith("enable dynamic batching (--max-batch-size "), top
+    # The steps computed batch 1 only; the compute probe before them gave the curve the gain comes from.
+    assert "the compute probe before the steps" in top["text"], top
+    assert top["change"]["setting"] == "batching" and top["change"]["value"] is True
+    assert top["prediction"]["expected"] > 1.05 * top["prediction"]["current"], top
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ import pytest
 from benchmarks.overload import ServeProcess
 
 SOAK_S_DEFAULT = 45.0
+HELD = 8 + 64  # --max-queue-size 8 queued, and a batch of max_batch_size 64 computing
 REFERENCE_S = 10.0
 
 
@@ -50,7 +51,11 @@ def test_overload_soak_keeps_refusals_memory_and_server_latency_bounded(model_re
     for result in (reference, soak):
         assert set(result.codes) <= {"OK", "RESOURCE_EXHAUSTED"}, result.summary()
     assert soak.codes["RESOURCE_EXHAUSTED"] > 0 and soak.codes["OK"] > 0  # overloaded, and still serving
-    assert soak.server_mean_ms <= 2 * reference.server_mean_ms, (reference.summary(), soak.summary())
+    # At most HELD requests are inside the server during the soak against at most 32 at the reference:
+    # at equal throughput Little's law allows HELD / 32 times the reference's mean, and a quarter on top
+    # for this shared machine's noise. More than that would mean requests waiting beyond the limits.
+    bound = HELD / 32 * 1.25
+    assert soak.server_mean_ms <= bound * reference.server_mean_ms, (reference.summary(), soak.summary())
     assert soak.server_p99_ms <= 3 * reference.server_p99_ms, (reference.summary(), soak.summary())
     assert soak.percentile_ms(99) < 2000, soak.summary()  # no collapse: far below the clients' 30 s timeout
     steady = rss[3:]  # from 6 s into the soak (its warm-up)
