@@ -35,8 +35,9 @@ class CampaignResult:
         return asdict(self)
 
 
-def campaign_yaml(model: str, device: str, workers: int, concurrency: list[int], duration_s: float,
-                  warmup_s: float) -> str:  # fmt: skip
+def campaign_yaml(
+    model: str, device: str, workers: int, concurrency: list[int], duration_s: float, warmup_s: float
+) -> str:
     """A one-server campaign file: batching on at the model's config, the given concurrencies."""
     levels = ", ".join(str(c) for c in concurrency)
     return (
@@ -54,12 +55,28 @@ def campaign_yaml(model: str, device: str, workers: int, concurrency: list[int],
 def _cli(args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout_s, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
-def run(repository: Path, model: str, device: str, workers: int, concurrency: list[int], duration_s: float,
-        warmup_s: float, output: Path, section: Section) -> CampaignResult:  # fmt: skip
+def run(
+    repository: Path,
+    model: str,
+    device: str,
+    workers: int,
+    concurrency: list[int],
+    duration_s: float,
+    warmup_s: float,
+    output: Path,
+    section: Section,
+) -> CampaignResult:
     if importlib.util.find_spec("locust") is None:
         section.say(NO_LOCUST)
         return CampaignResult(ran=False, reason=NO_LOCUST)
@@ -68,8 +85,10 @@ def run(repository: Path, model: str, device: str, workers: int, concurrency: li
     campaign_dir, analysis_dir = output / "campaign", output / "analysis"
     section.say(f"servescope campaign {config} ({len(concurrency)} steps)")
     try:
-        done = _cli(["campaign", str(config), "--output", str(campaign_dir), "--model-repository",
-                     str(repository)], max(1.0, section.left_s() - 10))  # fmt: skip
+        done = _cli(
+            ["campaign", str(config), "--output", str(campaign_dir), "--model-repository", str(repository)],
+            max(1.0, section.left_s() - 10),
+        )
     except subprocess.TimeoutExpired:
         reason = "campaign: stopped: the section budget ran out before the campaign ended"
         section.say(reason)
@@ -96,5 +115,7 @@ def run(repository: Path, model: str, device: str, workers: int, concurrency: li
         for v in summary.get("verdicts", [])
     ]
     for verdict in verdicts:
-        section.say(f"verdict {verdict['model']} / {verdict['series']}: {verdict['kind']}: {verdict['title']}")
+        section.say(
+            f"verdict {verdict['model']} / {verdict['series']}: {verdict['kind']}: {verdict['title']}"
+        )
     return CampaignResult(True, None, str(campaign_dir), str(analysis_dir), steps, verdicts)

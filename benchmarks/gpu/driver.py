@@ -44,8 +44,11 @@ def plan(quick: bool, workers: int) -> Plan:
     if quick:
         return Plan(
             QUICK_BATCH_SIZES,
-            [(served.ServerSetup(True, 1), [1, 8]), (served.ServerSetup(True, workers), [8]),
-             (served.ServerSetup(False, workers), [8])],  # fmt: skip
+            [
+                (served.ServerSetup(True, 1), [1, 8]),
+                (served.ServerSetup(True, workers), [8]),
+                (served.ServerSetup(False, workers), [8]),
+            ],
             1.0,
             0.5,
             [4],
@@ -53,8 +56,11 @@ def plan(quick: bool, workers: int) -> Plan:
     concurrency = [1, 4, 16, 64, 256]
     return Plan(
         FULL_BATCH_SIZES,
-        [(served.ServerSetup(True, 1), concurrency), (served.ServerSetup(True, workers), concurrency),
-         (served.ServerSetup(False, workers), [1, 64])],  # fmt: skip
+        [
+            (served.ServerSetup(True, 1), concurrency),
+            (served.ServerSetup(True, workers), concurrency),
+            (served.ServerSetup(False, workers), [1, 64]),
+        ],
         3.0,
         1.0,
         [16, 64, 256],
@@ -75,20 +81,44 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--device", required=True, choices=("cpu", "cuda"), help="execution provider to measure")
-    parser.add_argument("--model-repository", type=Path, default=REPO_ROOT / "gpu-models",
-                        help="a repository made by `servescope export` (models travel; nothing is exported)")
-    parser.add_argument("--models", nargs="+", default=None,
-                        help="models measured in-process (default: every model in the repository)")
-    parser.add_argument("--served-model", default=None,
-                        help="model served and load-tested (default: a *_fp32 model, else the first)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes of the multi-worker server (default: 4 on cuda, 2 on cpu)")
-    parser.add_argument("--quick", action="store_true",
-                        help="the dry run: batch 1, 8, 64; concurrency 1 and 8; 1 s steps")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="seconds for the whole run (default: 450, 100 with --quick)")
+    parser = _Parser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--device", required=True, choices=("cpu", "cuda"), help="execution provider to measure"
+    )
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=REPO_ROOT / "gpu-models",
+        help="a repository made by `servescope export` (models travel; nothing is exported)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="models measured in-process (default: every model in the repository)",
+    )
+    parser.add_argument(
+        "--served-model",
+        default=None,
+        help="model served and load-tested (default: a *_fp32 model, else the first)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes of the multi-worker server (default: 4 on cuda, 2 on cpu)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="the dry run: batch 1, 8, 64; concurrency 1 and 8; 1 s steps"
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="seconds for the whole run (default: 450, 100 with --quick)",
+    )
     parser.add_argument("--output", type=Path, required=True, help="folder for the results")
     args = parser.parse_args(argv)
     if args.budget_s is None:
@@ -101,8 +131,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         raise DriverError(f"--workers {args.workers}: the multi-worker server needs at least 2")
     repository: Path = args.model_repository
     if not repository.is_dir():
-        raise DriverError(f"--model-repository {str(repository)!r}: no such folder (export the models "
-                          "with `servescope export` and send them with the run)")  # fmt: skip
+        raise DriverError(
+            f"--model-repository {str(repository)!r}: no such folder (export the models "
+            "with `servescope export` and send them with the run)"
+        )
     found = sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
     if not found:
         raise DriverError(f"--model-repository {str(repository)!r}: no model (no */config.pbtxt in it)")
@@ -145,10 +177,18 @@ def check_device(device: str, env: dict[str, Any]) -> None:
     if device == "cuda" and inprocess.CUDA not in env["available_providers"]:
         raise DriverError(
             f"--device cuda: this onnxruntime {env['onnxruntime']} has no CUDA execution provider "
-            f"(providers {env['available_providers']}): install onnxruntime-gpu (benchmarks/gpu/run.sh)", 1
+            f"(providers {env['available_providers']}): install onnxruntime-gpu (benchmarks/gpu/run.sh)",
+            1,
         )
     if device == "cuda" and not env["gpus"]:
         raise DriverError("--device cuda: NVML finds no GPU on this machine", 1)
+    if device == "cuda":
+        import onnxruntime as ort
+
+        # CUDA and cuDNN from the NVIDIA wheels already installed (onnxruntime-gpu >= 1.21); the
+        # placement check then says whether the provider really came up.
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()
 
 
 def write(output: Path, name: str, data: dict[str, Any]) -> None:
@@ -163,9 +203,14 @@ def run(args: argparse.Namespace) -> int:
     env = environment(args.device)
     check_device(args.device, env)
     p = plan(args.quick, args.workers)
-    meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "quick": args.quick,
-            "budget_s": args.budget_s, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "environment": env, "sections_s": {}}  # fmt: skip
+    meta = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "quick": args.quick,
+        "budget_s": args.budget_s,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "environment": env,
+        "sections_s": {},
+    }
     print(f"gpu driver: device {args.device}, budget {args.budget_s:.0f} s, models {args.models}", flush=True)
 
     section = budget.section("in-process", SHARES["in-process"] * args.budget_s)
@@ -174,15 +219,30 @@ def run(args: argparse.Namespace) -> int:
     meta["sections_s"]["in-process"] = section.elapsed_s()
 
     section = budget.section("served", SHARES["served"] * args.budget_s)
-    served_result = served.measure(args.model_repository, args.served_model, args.device, p.setups,
-                                   p.step_duration_s, p.step_warmup_s, section)  # fmt: skip
+    served_result = served.measure(
+        args.model_repository,
+        args.served_model,
+        args.device,
+        p.setups,
+        p.step_duration_s,
+        p.step_warmup_s,
+        section,
+    )
     write(output, "served.json", served_result.to_json())
     meta["sections_s"]["served"] = section.elapsed_s()
 
     section = budget.section("campaign", budget.left_s())
-    campaign_result = campaign.run(args.model_repository, args.served_model, args.device, 1,
-                                   p.campaign_concurrency, p.step_duration_s, p.step_warmup_s, output,
-                                   section)  # fmt: skip
+    campaign_result = campaign.run(
+        args.model_repository,
+        args.served_model,
+        args.device,
+        1,
+        p.campaign_concurrency,
+        p.step_duration_s,
+        p.step_warmup_s,
+        output,
+        section,
+    )
     write(output, "campaign.json", campaign_result.to_json())
     meta["sections_s"]["campaign"] = section.elapsed_s()
 
@@ -190,8 +250,11 @@ def run(args: argparse.Namespace) -> int:
     write(output, "run.json", meta)
     text = report.markdown(meta, in_process, served_result, campaign_result)
     (output / "report.md").write_text(text)
-    print(f"\ngpu driver: done in {meta['wall_s']:.1f} s (budget {args.budget_s:.0f} s); wrote {output}/"
-          "{run,in_process,served,campaign}.json and report.md", flush=True)  # fmt: skip
+    print(
+        f"\ngpu driver: done in {meta['wall_s']:.1f} s (budget {args.budget_s:.0f} s); wrote {output}/"
+        "{run,in_process,served,campaign}.json and report.md",
+        flush=True,
+    )
     return 0
 
 

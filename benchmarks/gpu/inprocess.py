@@ -270,6 +270,8 @@ def measure(
                     section.say(line)
                     continue
                 result.points.append(Point(model, mode, size, runs, p50_s, size / p50_s))
-                section.say(f"{model} {mode:>10} batch {size:>5}: {size / p50_s:>10.0f} inf/s, "
-                            f"p50 {p50_s * 1e3:.3f} ms")  # fmt: skip
+                section.say(
+                    f"{model} {mode:>10} batch {size:>5}: {size / p50_s:>10.0f} inf/s, "
+                    f"p50 {p50_s * 1e3:.3f} ms"
+                )
     return result

@@ -28,8 +28,9 @@ def ratios(in_process: InProcessResult, served: ServedResult) -> dict[str, float
     return out
 
 
-def markdown(meta: dict[str, Any], in_process: InProcessResult, served: ServedResult,
-             campaign: CampaignResult) -> str:  # fmt: skip
+def markdown(
+    meta: dict[str, Any], in_process: InProcessResult, served: ServedResult, campaign: CampaignResult
+) -> str:
     env = meta["environment"]
     lines = [
         f"# GPU run: device {env['device']}{' (quick)' if meta['quick'] else ''}",
@@ -46,20 +47,34 @@ def markdown(meta: dict[str, Any], in_process: InProcessResult, served: ServedRe
     ]
     for pl in in_process.placements:
         nodes = ", ".join(f"{k}: {v}" for k, v in pl.nodes_by_provider.items()) or pl.error or ""
-        lines.append(f"| {pl.model} | {', '.join(pl.providers)} | {nodes} | {', '.join(pl.cpu_ops)} | "
-                     f"{pl.warning or ''} |")  # fmt: skip
-    lines += ["", "## In-process ONNX Runtime (inferences/s = batch / median latency)", "",
-              "| model | mode | batch | p50 ms | inferences/s |", "|---|---|---|---|---|"]  # fmt: skip
+        lines.append(
+            f"| {pl.model} | {', '.join(pl.providers)} | {nodes} | {', '.join(pl.cpu_ops)} | "
+            f"{pl.warning or ''} |"
+        )
+    lines += [
+        "",
+        "## In-process ONNX Runtime (inferences/s = batch / median latency)",
+        "",
+        "| model | mode | batch | p50 ms | inferences/s |",
+        "|---|---|---|---|---|",
+    ]
     for pt in in_process.points:
-        lines.append(f"| {pt.model} | {pt.mode} | {pt.batch_size} | {pt.p50_s * 1e3:.3f} | "
-                     f"{pt.inferences_per_s:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {pt.model} | {pt.mode} | {pt.batch_size} | {pt.p50_s * 1e3:.3f} | {pt.inferences_per_s:.0f} |"
+        )
     lines += [""] + [f"- {line}" for line in in_process.skipped]
-    lines += ["", f"## Served: {served.model} on `--device {served.device}`, lean gRPC client, batch-1 "
-              f"requests, {served.duration_s:g} s steps", "",
-              f"GPU gauges: {served.gpu_gauges}. Providers in servescope_model_info: "
-              f"{', '.join(f'{k}: {v}' for k, v in served.provider.items()) or 'none'}.", "",
-              "| batching | workers | concurrency | req/s | p50 ms | p99 ms | mean batch | server cores | "
-              "GPU util | errors |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        f"## Served: {served.model} on `--device {served.device}`, lean gRPC client, batch-1 "
+        f"requests, {served.duration_s:g} s steps",
+        "",
+        f"GPU gauges: {served.gpu_gauges}. Providers in servescope_model_info: "
+        f"{', '.join(f'{k}: {v}' for k, v in served.provider.items()) or 'none'}.",
+        "",
+        "| batching | workers | concurrency | req/s | p50 ms | p99 ms | mean batch | server cores | "
+        "GPU util | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in served.steps:
         gpu = "-" if s.gpu_utilization_ratio is None else f"{s.gpu_utilization_ratio:.0%}"
         lines.append(
@@ -74,7 +89,9 @@ def markdown(meta: dict[str, Any], in_process: InProcessResult, served: ServedRe
     if campaign.reason:
         lines.append(f"- {campaign.reason}")
     if campaign.ran:
-        lines.append(f"- {campaign.steps} steps in {campaign.campaign_dir}, analysis in {campaign.analysis_dir}")
+        lines.append(
+            f"- {campaign.steps} steps in {campaign.campaign_dir}, analysis in {campaign.analysis_dir}"
+        )
     for v in campaign.verdicts:
         lines.append(f"- verdict {v['model']} / {v['series']}: **{v['kind']}**: {v['title']}")
     return "\n".join(lines) + "\n"

@@ -31,7 +31,9 @@ class ServerSetup:
         return f"batching {'on' if self.batching else 'off'}, {self.workers} worker(s)"
 
     def flags(self, device: str) -> list[str]:
-        return ["--device", device, "--workers", str(self.workers)] + ([] if self.batching else ["--no-batching"])
+        return ["--device", device, "--workers", str(self.workers)] + (
+            [] if self.batching else ["--no-batching"]
+        )
 
 
 @dataclass
@@ -93,15 +95,27 @@ class GaugeSampler:
                 continue
 
 
-def _step(server: ServerProcess, model: str, setup: ServerSetup, concurrency: int, duration_s: float,
-          warmup_s: float) -> ServedStep:  # fmt: skip
+def _step(
+    server: ServerProcess,
+    model: str,
+    setup: ServerSetup,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+) -> ServedStep:
     before = server.snapshot()
     connections = min(CONNECTIONS, concurrency)
     with GaugeSampler(server) as sampler:
         result = asyncio.run(
-            run_load(f"127.0.0.1:{server.grpc_port}", model, concurrency=concurrency, duration_s=duration_s,
-                     warmup_s=warmup_s, connections=connections)
-        )  # fmt: skip
+            run_load(
+                f"127.0.0.1:{server.grpc_port}",
+                model,
+                concurrency=concurrency,
+                duration_s=duration_s,
+                warmup_s=warmup_s,
+                connections=connections,
+            )
+        )
     after = server.snapshot()
     deltas = scrape.server_deltas(before, after, model)
     samples, batches = (deltas.inferences, deltas.batches) if deltas else (0.0, 0.0)
@@ -144,8 +158,9 @@ def measure(
             continue
         section.say(f"starting servescope serve --device {device}, {setup.label()}")
         try:
-            server = ServerProcess(repository, model, setup.flags(device),
-                                   ready_timeout_s=max(10.0, section.left_s()))  # fmt: skip
+            server = ServerProcess(
+                repository, model, setup.flags(device), ready_timeout_s=max(10.0, section.left_s())
+            )
         except RuntimeError as exc:
             line = f"{setup.label()}: server did not start: {exc}"
             result.skipped.append(line)
