@@ -86,7 +86,7 @@ def measure_in_process(repository: Path, model: str, seconds_per_size: float) ->
 class ServerProcess:
     """`servescope serve` in a child process, ready when its ready file appears."""
 
-    def __init__(self, repository: Path, model: str, extra: list[str]) -> None:
+    def __init__(self, repository: Path, model: str, extra: list[str], ready_timeout_s: float = 120) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="serve-bench-")
         self.ready_file = Path(self._folder.name) / "ready.json"
         cli = [sys.executable, "-m", "cli", "--log-level", "WARNING"]
@@ -97,13 +97,13 @@ class ServerProcess:
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         )
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + ready_timeout_s
         while not self.ready_file.exists():
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with code {self.process.returncode} before it was ready")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError("server not ready after 120 s")
+                raise RuntimeError(f"server not ready after {ready_timeout_s:.0f} s")
             time.sleep(0.05)
         ports = json.loads(self.ready_file.read_text())
         self.grpc_port = ports["grpc_port"]
