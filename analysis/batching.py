@@ -68,13 +68,33 @@ class DelayFinding:
     client_mean_s: float
     batch_size_mean: float
     suggested_delay_us: int
+    adaptive_delay: bool = False  # the server skips a window no request is expected to arrive in
+    users: int | None = None  # closed-loop users at the step (None: open loop)
+    rate_rps: float | None = None  # open-loop arrival rate
 
     @property
     def share(self) -> float:
         return self.batching_delay_s / self.client_mean_s
 
     @property
+    def skipped(self) -> bool:
+        """With the adaptive delay, whether the suggested window would be skipped: the next request is
+        expected after it runs out (closed loop: the users' cycle with the new window, spread over them;
+        open loop: one over the rate)."""
+        if not self.adaptive_delay:
+            return False
+        window_s = self.suggested_delay_us / 1e6
+        if self.users:
+            cycle_s = self.client_mean_s - self.batching_delay_s + window_s
+            return cycle_s / self.users > window_s
+        if self.rate_rps:
+            return 1 / self.rate_rps > window_s
+        return False
+
+    @property
     def saving_s(self) -> float:
+        if self.skipped:
+            return self.batching_delay_s  # the window is not waited at all
         return max(self.batching_delay_s - self.suggested_delay_us / 1e6, 0.0)
 
 
@@ -213,4 +233,7 @@ def _delay_finding(
         client_mean_s=parts.client_mean_s,
         batch_size_mean=mean_batch,
         suggested_delay_us=suggested_us,
+        adaptive_delay=bool(step.server_settings.adaptive_delay),
+        users=step.load.users if step.load.mode == "closed" else None,
+        rate_rps=step.load.rate_rps if step.load.mode == "open" else None,
     )

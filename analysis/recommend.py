@@ -138,6 +138,11 @@ def shorter_window(s: Situation) -> list[Recommendation]:
         return []
     step = next(st for st in s.ctx.steps if st.step_index == finding.step_index)
     expected = finding.client_mean_s - finding.saving_s
+    basis = (
+        "the adaptive delay skips the shorter window: no request is expected within it"
+        if finding.skipped
+        else "the window's share of the wait comes off"
+    )
     return [
         Recommendation(
             f"lower max_queue_delay_us from {finding.max_queue_delay_us} to {finding.suggested_delay_us} "
@@ -152,7 +157,7 @@ def shorter_window(s: Situation) -> list[Recommendation]:
                 "server",
                 f"--max-queue-delay-us {finding.suggested_delay_us}",
             ),
-            _predict(s, "mean_latency_s", expected, "the window's share of the wait comes off", step),
+            _predict(s, "mean_latency_s", expected, basis, step),
         )
     ]
 

@@ -113,6 +113,7 @@ class Shape:
     rate_rps: float | None = None  # open loop: offered rate; answered = min(rate, capacity_rps)
     capacity_rps: float | None = None
     workers: int = 1
+    adaptive_delay: bool | None = None  # the server's --adaptive-delay (None: not reported)
     # The machine accounting of a step recorded by a campaign that ran the server (None: not measured).
     loop_cores: float | None = None  # the busiest event-loop thread
     loop_wait: float | None = None  # its run-queue wait share
@@ -171,6 +172,7 @@ def make_step(index: int, shape: Shape) -> StepRecord:
             instances=shape.instances,
             device=shape.device,
             workers=shape.workers,
+            adaptive_delay=shape.adaptive_delay,
         ),
         started_at=f"2026-11-29T14:{index:02d}:00+00:00",
         warmup_s=2.0,

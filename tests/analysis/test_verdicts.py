@@ -187,6 +187,30 @@ def test_large_queue_delay_at_concurrency_one_is_batching_delay_bound(handmade, 
     assert finding["saving_s"] == pytest.approx(0.019)
 
 
+def test_with_the_adaptive_delay_a_window_no_request_can_share_is_skipped_whole(handmade, kit):
+    """At one closed-loop user the next request comes one round trip after the answer (about 2.5 ms with
+    a 1 ms window), so the adaptive delay never waits the new window out: the whole 20 ms comes off."""
+    S = kit.Shape
+    folder = handmade([S(users=1, queue_s=0.020, compute_s=0.001, batch_mean=1, delay_us=20000,
+                         adaptive_delay=True)])  # fmt: skip
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    top = verdict["recommendations"][0]
+    assert top["text"].startswith("lower max_queue_delay_us from 20000 to 1000")
+    assert "expect the mean near 1.50 ms" in top["text"]
+    assert top["prediction"]["expected"] == pytest.approx(0.0015)
+    assert top["prediction"]["basis"].startswith("the adaptive delay skips the shorter window")
+    assert data["batching"]["delay_findings"][0]["saving_s"] == pytest.approx(0.020)
+    # Eight users share a window: the delay is waited (part of it), as without the adaptive delay.
+    folder = handmade([S(users=8, queue_s=0.020, compute_s=0.001, batch_mean=1, delay_us=20000,
+                         adaptive_delay=True)], name="eight-users")  # fmt: skip
+    _, data = run(folder)
+    finding = data["batching"]["delay_findings"][0]
+    assert finding["saving_s"] == pytest.approx(finding["batching_delay_s"] - 0.001), finding
+    basis = only_verdict(data)["recommendations"][0]["prediction"]["basis"]
+    assert basis == "the window's share of the wait comes off"
+
+
 def test_full_batches_with_queueing_recommend_a_larger_batch_from_the_fit(handmade, kit):
     S = kit.Shape
     # compute(b) = 1 ms + 0.3 ms x b: batching stops paying beyond 9 x 1 / 0.3 = 30 samples.
