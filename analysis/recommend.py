@@ -329,10 +329,11 @@ def bigger_batches(s: Situation) -> list[Recommendation]:
 
 
 def more_workers(s: Situation) -> list[Recommendation]:
-    """More event loops, where the cores allow them."""
+    """More event loops, where the cores allow them: never more workers than cores, since loops beyond
+    the cores only take turns on them."""
     cores = s.available_cores or 1
     workers = s.workers
-    target = min(max(workers + 1, cores // 2 if cores >= 4 else workers + 1), max(cores, workers + 1), 16)
+    target = min(max(workers + 1, cores // 2 if cores >= 4 else workers + 1), cores, 16)
     if target <= workers:
         return []
     limit = s.machine_rps

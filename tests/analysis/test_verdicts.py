@@ -397,6 +397,25 @@ def test_saturated_event_loop_is_front_end_bound_with_a_workers_prediction(handm
     )
 
 
+def test_no_more_workers_than_cores_are_recommended(handmade, kit):
+    """Two workers on two cores with a saturated loop: a third loop would only take turns on the same
+    cores, so the advice is the client's (fewer, bigger requests), not --workers 3."""
+    S = kit.Shape
+    common = dict(delay_us=1000, cores=2, workers=2, server_cores=1.0, generator_cores=0.4, other_cores=0.0)
+    folder = handmade(
+        [
+            S(users=1, queue_s=0.0001, compute_s=0.0003, batch_mean=1, loop_cores=0.3, **common),
+            S(users=32, queue_s=0.0005, compute_s=0.0006, batch_mean=3, rest_s=0.011, loop_cores=0.97,
+              loop_lag_s=0.004, **common),
+        ]
+    )  # fmt: skip
+    _, data = run(folder)
+    verdict = only_verdict(data)
+    assert verdict["kind"] == "front-end-bound", verdict
+    settings = [r["change"]["setting"] for r in verdict["recommendations"] if r["change"]]
+    assert "workers" not in settings and "client_batch_size" in settings, verdict["recommendations"]
+
+
 def test_a_generator_waiting_for_cpu_is_starved_never_the_server(handmade, kit):
     S = kit.Shape
     folder = handmade(
