@@ -1,7 +1,7 @@
 """Regenerate servescope/protocol/*_pb2*.py from the .proto files beside this script.
 
 Run it with `make proto` (or `python proto/generate.py [OUTPUT_ROOT]`). The generated modules are
-committed; tests/test_protocol.py fails when they no longer match the .proto sources.
+committed; tests/foundation/test_protocol.py fails when they no longer match the .proto sources.
 
 The messages live in package `inference`, as the protocol requires, which is also the package of
 tritonclient's own copy of the protocol. Two definitions of `inference.ModelInferRequest` cannot share

@@ -1,4 +1,4 @@
-"""The model repository on disk: Triton's layout plus servescope's metadata.json (DESIGN.md).
+"""The model repository on disk: Triton's layout plus servescope's metadata.json (docs/export.md).
 
     <repository>/<model>/config.pbtxt          ModelConfig in protobuf text format
     <repository>/<model>/<version>/model.onnx  version: a positive integer

@@ -89,7 +89,7 @@ def test_server_base_is_cuda_13_cudnn_runtime_matching_the_onnxruntime_gpu_pin()
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     (pin,) = [dep for dep in pyproject["project"]["dependencies"] if dep.startswith("onnxruntime-gpu")]
     minimum = tuple(int(part) for part in re.search(r">=\s*([\d.]+)", pin).group(1).split("."))
-    # onnxruntime-gpu >= 1.27 on PyPI is built for CUDA 13 and cuDNN 9 (ECOSYSTEM-FACTS.md).
+    # onnxruntime-gpu >= 1.27 on PyPI is built for CUDA 13 and cuDNN 9 (docs/deploy.md).
     assert (cuda_major == 13) == (minimum >= (1, 27)), (image, pin)
     assert match.group(4) == "24.04"  # Python 3.12 from Ubuntu
     assert instructions("server", "FROM")[0].startswith("${CUDA_IMAGE} AS server")

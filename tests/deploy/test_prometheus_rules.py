@@ -14,6 +14,7 @@ from servescope import metrics
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO_ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
+ALERT_TESTS = PROMETHEUS / "tests" / "alerts_test.yml"
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
@@ -33,7 +34,7 @@ def test_promtool_check_rules(promtool: str) -> None:
 
 
 def test_promtool_unit_tests_of_the_alerts(promtool: str) -> None:
-    done = run(promtool, "test", "rules", "tests/alerts_test.yml")
+    done = run(promtool, "test", "rules", str(ALERT_TESTS))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout + done.stderr
 
@@ -48,7 +49,7 @@ def test_unit_tests_cover_every_alert() -> None:
     }
     tested = {
         case["alertname"]
-        for test in yaml.safe_load((PROMETHEUS / "tests" / "alerts_test.yml").read_text())["tests"]
+        for test in yaml.safe_load(ALERT_TESTS.read_text())["tests"]
         for case in test.get("alert_rule_test", [])
         if case["exp_alerts"]
     }
@@ -57,7 +58,7 @@ def test_unit_tests_cover_every_alert() -> None:
 
 def test_promtool_fails_a_wrong_expectation(promtool: str, tmp_path: Path) -> None:
     """The unit tests can fail: a changed expected value is reported with the value actually computed."""
-    text = (PROMETHEUS / "tests" / "alerts_test.yml").read_text().replace("value: 0.05", "value: 0.06")
+    text = ALERT_TESTS.read_text().replace("value: 0.05", "value: 0.06")
     text = text.replace("../rules/", str(PROMETHEUS / "rules") + "/")
     (tmp_path / "broken_test.yml").write_text(text)
     done = run(promtool, "test", "rules", str(tmp_path / "broken_test.yml"))
