@@ -25,8 +25,13 @@ from servescope.protocol import grpc_service_pb2 as pb
 from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
 from servescope.results import TransportProbe
 
-REQUESTS = 200  # measured per transport
+REQUESTS = 200  # measured per transport, at most
 WARMUP = 20
+# Each transport's measured requests get at most this long (from the first transport's warm-up): a server
+# with a long fixed batch window answers one request per window, and 200 of them would take seconds per
+# transport for no better a median. Never fewer than MIN_REQUESTS.
+BUDGET_PER_TRANSPORT_S = 1.0
+MIN_REQUESTS = 30
 TIMEOUT_S = 10.0
 
 
@@ -41,7 +46,8 @@ def probe_transports(
     connection: Connection,
     requests: int = REQUESTS,
 ) -> TransportProbe:
-    """Measure every transport that has a target (grpc_target: unary and stream; http_target: REST)."""
+    """Measure every transport that has a target (grpc_target: unary and stream; http_target: REST), each
+    with `requests` sequential calls, or as many as fit BUDGET_PER_TRANSPORT_S (requests_within_budget)."""
     if grpc_target is None and http_target is None:
         raise ValueError("probe_transports needs a gRPC or an HTTP target")
     payload = _payload(model, grpc_target, http_target, connection)
@@ -52,14 +58,18 @@ def probe_transports(
     if http_target is not None:
         calls["http"] = lambda: _rest(http_target, payload, connection)
     p50, mean = {}, {}
+    count = 0  # set from the first transport's warm-up: the same count for every transport
     for transport, opener in calls.items():
         call = None
         try:
             call = opener()
+            warm_started = time.perf_counter()
             for _ in range(WARMUP):
                 call()
+            if not count:
+                count = requests_within_budget(requests, (time.perf_counter() - warm_started) / WARMUP)
             latencies = []
-            for _ in range(requests):
+            for _ in range(count):
                 started = time.perf_counter()
                 call()
                 latencies.append(time.perf_counter() - started)
@@ -71,7 +81,14 @@ def probe_transports(
                 close()
         p50[transport] = float(np.median(latencies))
         mean[transport] = float(np.mean(latencies))
-    return TransportProbe(model=model, requests=requests, p50_s=p50, mean_s=mean, used=connection.transport)
+    return TransportProbe(model=model, requests=count, p50_s=p50, mean_s=mean, used=connection.transport)
+
+
+def requests_within_budget(requests: int, per_request_s: float) -> int:
+    """How many requests to measure per transport: `requests`, fewer where they would not fit in
+    BUDGET_PER_TRANSPORT_S at per_request_s each, never fewer than MIN_REQUESTS (nor than asked)."""
+    fit = int(BUDGET_PER_TRANSPORT_S / per_request_s) if per_request_s > 0 else requests
+    return max(min(requests, MIN_REQUESTS), min(requests, fit))
 
 
 def _payload(
