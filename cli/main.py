@@ -30,7 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports usage errors in one line and exits 2, as docs/architecture.md says (2 usage, 1 anything else)."""
+    """argparse that reports usage errors in one line and exits 2 (docs/architecture.md, exit codes)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")

@@ -1,7 +1,8 @@
 """Keras -> ONNX through tf2onnx, with the names and shapes of the repository contract.
 
-The Keras 3 route (docs/export.md; `from_keras` fails on Keras 3, onnx/tensorflow-onnx#2448): convert a `tf.function` with an explicit input signature, whose
-dict output names the ONNX output; then rename tf2onnx's generated batch dimension to `batch`.
+The Keras 3 route (docs/export.md; `from_keras` fails on Keras 3, onnx/tensorflow-onnx#2448): convert a
+`tf.function` with an explicit input signature, whose dict output names the ONNX output; then rename
+tf2onnx's generated batch dimension to `batch`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Errors that the command line turns into exit codes (docs/architecture.md: 2 usage error, 1 anything else)."""
+"""Errors that the command line turns into exit codes (docs/architecture.md: 2 usage, 1 anything else)."""
 
 from __future__ import annotations
 
