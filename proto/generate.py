@@ -1,4 +1,5 @@
-"""Regenerate servescope/protocol/*_pb2*.py from the .proto files beside this script.
+"""Regenerate servescope/protocol/*_pb2*.py (and the *_pb2.pyi type stubs the type checker reads) from the
+.proto files beside this script.
 
 Run it with `make proto` (or `python proto/generate.py [OUTPUT_ROOT]`). The generated modules are
 committed; tests/foundation/test_protocol.py fails when they no longer match the .proto sources.
@@ -26,7 +27,8 @@ PRIVATE_POOL_CALL = "_PRIVATE_POOL.AddSerializedFile("
 def generate(output_root: Path) -> list[Path]:
     """Compile the .proto files into output_root and move them into the private pool.
 
-    Returns the paths of the generated modules (only *_pb2.py and the service's *_pb2_grpc.py).
+    Returns the paths of the generated files (*_pb2.py, its *_pb2.pyi stub, and the service's
+    *_pb2_grpc.py).
     """
     from grpc_tools import protoc  # imported here: only needed by developers, not at run time
 
@@ -37,6 +39,7 @@ def generate(output_root: Path) -> list[Path]:
         f"-I{PROTO_ROOT}",
         f"-I{include}",
         f"--python_out={output_root}",
+        f"--pyi_out={output_root}",
         f"--grpc_python_out={output_root}",
         *PROTO_FILES,
     ]
@@ -52,7 +55,7 @@ def generate(output_root: Path) -> list[Path]:
         marker = "# @@protoc_insertion_point(imports)\n"
         text = text.replace(marker, marker + PRIVATE_POOL_IMPORT, 1)
         pb2.write_text(text.replace(DEFAULT_POOL_CALL, PRIVATE_POOL_CALL))
-        generated.append(pb2)
+        generated.extend([pb2, pb2.with_suffix(".pyi")])
         grpc_module = stem.with_name(stem.name + "_pb2_grpc.py")
         if "service " in (PROTO_ROOT / proto).read_text():
             generated.append(grpc_module)
