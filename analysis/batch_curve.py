@@ -88,8 +88,8 @@ def _step_curves(steps: list[StepRecord]) -> dict[str, BatchCurve]:
         lambda: defaultdict(lambda: [0.0, 0.0])
     )
     for step in steps:
-        for size, (count, seconds) in (step.compute_by_batch_size or {}).items():
-            entry = totals[(step.model, step.server_settings.device or "unknown")][int(size)]
+        for size_text, (count, seconds) in (step.compute_by_batch_size or {}).items():
+            entry = totals[(step.model, step.server_settings.device or "unknown")][int(size_text)]
             entry[0] += count
             entry[1] += seconds
     curves: dict[str, BatchCurve] = {}

@@ -43,7 +43,7 @@ def check_step(step: StepRecord) -> list[Flag]:
     flags: list[Flag] = []
     ratio = littles_law_ratio(step)
     if ratio is not None and not LITTLE_MIN_RATIO <= ratio <= LITTLE_MAX_RATIO:
-        assert step.latency_s is not None
+        assert step.latency_s is not None and step.load.users  # littles_law_ratio checked both
         flags.append(
             Flag(
                 step.step_index,

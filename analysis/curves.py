@@ -157,7 +157,7 @@ def build_curve(label: str, steps: list[StepRecord], objective: Objective, untru
     elif any(p.meets_objective for p in points):
         curve.notes.append("only flagged steps met the objective")
     for step in steps:
-        if falls_short(step):
+        if falls_short(step) and step.load.rate_rps:
             curve.notes.append(
                 f"at {describe_load(step)} the server answered only {step.requests_per_s:.1f} req/s "
                 f"({step.requests_per_s / step.load.rate_rps:.0%} of the offered rate)"

@@ -77,11 +77,11 @@ def decompose(step: StepRecord) -> Decomposition:
         note = f"server queue+compute ({inside_s * 1e3:.3f} ms) exceeds the client mean; rest set to 0"
         rest_s = 0.0
     request_s = server.request_mean_s
+    server_overhead_s: float | None = None
+    outside_server_s: float | None = None
     if request_s is not None:
         server_overhead_s = min(max(request_s - inside_s, 0.0), rest_s)
         outside_server_s = rest_s - server_overhead_s
-    else:
-        server_overhead_s = outside_server_s = None
     return Decomposition(
         client_mean_s=client_mean_s,
         queueing_s=queueing_s,

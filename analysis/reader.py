@@ -59,8 +59,8 @@ def load_campaign(folder: Path) -> Campaign:
     records, skipped = read_steps(folder)
     left_out = []
     for message in skipped:
-        where, _, reason = message.partition(": ")
-        left_out.append(LeftOut(where=where.replace(f"{folder}/", ""), reason=reason))
+        where, _, why = message.partition(": ")
+        left_out.append(LeftOut(where=where.replace(f"{folder}/", ""), reason=why))
     steps: list[StepRecord] = []
     for step in records:
         reason = _reason_to_leave_out(step)

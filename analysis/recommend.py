@@ -201,7 +201,7 @@ def _batch_size_for(s: Situation, outstanding: int, limit: int = 64) -> tuple[in
     request (users x samples), as a power of two up to `limit`."""
     curve = s.batch_curve
     best = curve.best_size() if curve is not None else None
-    if best is not None and best < curve.largest:
+    if curve is not None and best is not None and best < curve.largest:
         size = 1 << max(0, math.ceil(math.log2(best)))
         return min(size, limit), (
             f"{curve.basis} by batch size says throughput per sample stops improving by "
@@ -228,10 +228,11 @@ def queueing(s: Situation) -> list[Recommendation]:
         curve = s.batch_curve
         reach = min(size, outstanding)  # the batches this load can form with the new limit
         sizes = [b for b in (curve.points if curve is not None else ()) if b <= reach]
-        if curve is not None and curve.samples_per_s(1) and len(sizes) >= 2:
+        alone = curve.samples_per_s(1) if curve is not None else None
+        if curve is not None and alone and len(sizes) >= 2:
             at = max(sizes)
             rate = curve.samples_per_s(at) or 0.0
-            gain = rate / curve.samples_per_s(1)
+            gain = rate / alone
             saved_s = max(0.0, (curve.compute_s(1) or 0.0) - 1 / rate) if rate else 0.0
             basis = f"{curve.basis}: {rate:.0f} samples/s per slot at batch {at}"
             text += f"; {basis}, {gain:.1f}x batch 1"
@@ -370,13 +371,14 @@ def client_batching(s: Situation) -> list[Recommendation]:
         return []
     expected = peak.requests_per_s * target  # samples/s if requests/s hold
     basis = f"requests/s held, {target} samples each"
-    compute = s.batch_curve.peak() if s.batch_curve is not None else None
-    if compute is not None:
+    curve = s.batch_curve
+    compute = curve.peak() if curve is not None else None
+    if curve is not None and compute is not None:
         ceiling = compute[1] * s.slots
         if ceiling < expected:
             expected, basis = (
                 ceiling,
-                f"{s.batch_curve.basis}'s ceiling, {compute[1]:.0f} samples/s per slot x {s.slots}",
+                f"{curve.basis}'s ceiling, {compute[1]:.0f} samples/s per slot x {s.slots}",
             )
     return [
         Recommendation(

@@ -16,6 +16,7 @@ from typing import Any
 from analysis import recommend as advice
 from analysis.context import Situation
 from analysis.fmt import ms, pct
+from analysis.recommend import Recommendation
 from analysis.steps import (
     batching_enabled,
     falls_short,
@@ -57,9 +58,9 @@ class VerdictKind:
     css_class: str
     advice: tuple[Advice, ...]
 
-    def recommend(self, s: Situation) -> list[advice.Recommendation]:
+    def recommend(self, s: Situation) -> list[Recommendation]:
         """Every piece's recommendations, in order, each once."""
-        seen: dict[str, advice.Recommendation] = {}
+        seen: dict[str, Recommendation] = {}
         for piece in self.advice:
             for recommendation in piece(s):
                 seen.setdefault(recommendation.text, recommendation)
@@ -269,7 +270,7 @@ def generator_starved(s: Situation) -> Finding | None:
             f"{cpu.generator_cores or 0:.2f} of its {cpu.generator_available_cores or '?'} cores; other "
             f"processes used {cpu.other_cores or 0:.2f} cores)"
         )
-    if behind:
+    if behind and delay is not None:
         reasons.append(
             f"at {s.at} the generator itself took {ms(delay)} on average between an answer and the next "
             f"request ({delay / mean:.0%} of the {ms(mean)} mean latency it measured)"

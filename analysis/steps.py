@@ -44,7 +44,7 @@ def latency_at(step: StepRecord, percentile: str) -> float:
 
 def load_shed(step: StepRecord) -> float:
     """Requests refused because the queue was full, as the client or the server counted them."""
-    shed = step.errors_by_code.get("RESOURCE_EXHAUSTED", 0)
+    shed = float(step.errors_by_code.get("RESOURCE_EXHAUSTED", 0))
     if step.server is not None:
         shed = max(shed, step.server.rejected.get("queue_full", 0.0))
     return float(shed)
@@ -53,7 +53,12 @@ def load_shed(step: StepRecord) -> float:
 def falls_short(step: StepRecord) -> bool:
     """An open-loop step whose answers fell below OPEN_LOOP_SHORTFALL of the offered rate."""
     rate = step.load.rate_rps
-    return step.load.mode == "open" and bool(rate) and step.requests_per_s < OPEN_LOOP_SHORTFALL * rate
+    return (
+        step.load.mode == "open"
+        and rate is not None
+        and rate > 0
+        and (step.requests_per_s < OPEN_LOOP_SHORTFALL * rate)
+    )
 
 
 def full_batches(step: StepRecord) -> bool:

@@ -323,15 +323,16 @@ def format_result(result: TuneResult) -> str:
             f"{'none' if it.best_inferences_per_s is None else f'{it.best_inferences_per_s:.0f}'} "
             "inferences/s"
         )
-        if it.prediction is not None:
+        prediction, change = it.prediction, it.change or {}
+        if prediction is not None:
             measured = "not measured" if it.measured is None else f"{it.measured:.4g}"
             error = (
                 "" if it.prediction_error is None else f" ({it.prediction_error:+.0%} against the prediction)"
             )
             lines.append(
-                f"     next: {it.change['flag'] or it.change['setting']}: predicted "
-                f"{it.prediction['figure']} "
-                f"{it.prediction['expected']:.4g} (from {it.prediction['current']:.4g}), measured "
+                f"     next: {change['flag'] or change['setting']}: predicted "
+                f"{prediction['figure']} "
+                f"{prediction['expected']:.4g} (from {prediction['current']:.4g}), measured "
                 f"{measured}{error}"
             )
     best = result.iterations[result.best_index]

@@ -71,10 +71,14 @@ def _lstm_flops(node: Any, shapes: dict[str, list[int | None]]) -> int:
     hidden = _attribute(node, "hidden_size", 0)
     x_shape = shapes.get(node.input[0], [])
     w_shape = shapes.get(node.input[1], [])
-    if len(x_shape) != 3 or x_shape[0] is None:
+    sequence_length = None
+    if len(x_shape) == 3:
+        sequence_length = x_shape[0] if _attribute(node, "layout", 0) == 0 else x_shape[1]
+    if sequence_length is None:
         raise ValueError(f"LSTM node {node.name!r}: sequence length of input {node.input[0]!r} is not static")
-    sequence_length = x_shape[0] if _attribute(node, "layout", 0) == 0 else x_shape[1]
-    input_size = x_shape[2] or (min(w_shape[1:]) if len(w_shape) == 3 else None)
+    # W is [directions, 4 x hidden, input size]: its smaller known dimension is the input size.
+    w_sizes = [d for d in w_shape[1:] if d is not None] if len(w_shape) == 3 else []
+    input_size = x_shape[2] or (min(w_sizes) if len(w_sizes) == 2 else None)
     directions = w_shape[0] if w_shape and w_shape[0] else 1
     if not hidden or not input_size:
         raise ValueError(f"LSTM node {node.name!r}: hidden or input size unknown")
@@ -84,9 +88,9 @@ def _lstm_flops(node: Any, shapes: dict[str, list[int | None]]) -> int:
 def _matmul_flops(node: Any, shapes: dict[str, list[int | None]]) -> int:
     a_shape = shapes.get(node.input[0])
     b_shape = shapes.get(node.input[1])
-    if not b_shape or len(b_shape) < 2 or None in b_shape[-2:]:
+    k, n = (b_shape[-2], b_shape[-1]) if b_shape and len(b_shape) >= 2 else (None, None)
+    if k is None or n is None:
         raise ValueError(f"{node.op_type} node {node.name!r}: shape of {node.input[1]!r} is not static")
-    k, n = b_shape[-2], b_shape[-1]
     # Rows of A per sample: every leading dimension (batch already 1); one row when shapes are unknown.
     rows = math.prod(d or 1 for d in a_shape[:-1]) if a_shape else 1
     return 2 * rows * k * n
@@ -98,6 +102,8 @@ def _gemm_flops(node: Any, shapes: dict[str, list[int | None]]) -> int:
     if not b_shape or len(b_shape) != 2:
         raise ValueError(f"Gemm node {node.name!r}: shape of {node.input[1]!r} is not static")
     k, n = (b_shape[1], b_shape[0]) if _attribute(node, "transB", 0) else (b_shape[0], b_shape[1])
+    if k is None or n is None:
+        raise ValueError(f"Gemm node {node.name!r}: shape of {node.input[1]!r} is not static")
     rows = (a_shape[1] if _attribute(node, "transA", 0) else a_shape[0]) or 1
     return 2 * rows * k * n
 

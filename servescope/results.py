@@ -23,7 +23,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from servescope.echo import one_line, shown
 from servescope.metrics import ServerDeltas  # re-exported: step records hold it
@@ -337,7 +337,7 @@ def _typed(value: Any, hint: Any, where: str, key: str) -> Any:
         if value is None:
             raise ResultsError(f"{where}: {key}: null is not allowed here")
         raise errors[0]
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, where, key)
     if origin is list:
         if not isinstance(value, list):
@@ -350,7 +350,7 @@ def _typed(value: Any, hint: Any, where: str, key: str) -> Any:
     accepted, description = _SCALARS[hint]
     if (isinstance(value, bool) and hint is not bool) or not isinstance(value, accepted):
         raise ResultsError(f"{where}: {key}: {shown(value)} must be {description}")
-    return float(value) if hint is float else value
+    return float(cast("float", value)) if hint is float else value
 
 
 def _check_version(data: Any, where: str) -> None:
