@@ -30,7 +30,7 @@ def perf_analyzer() -> Located:
 
 @pytest.fixture(scope="module")
 def served(model_repository: Path) -> Iterator[RunningServer]:
-    """Every model of the repository on 127.0.0.1 (gRPC, REST and metrics on free ports)."""
-    running = RunningServer(server_options(model_repository))
+    """sentiment_fp32 on 127.0.0.1 (gRPC, REST and metrics on free ports)."""
+    running = RunningServer(server_options(model_repository, models=("sentiment_fp32",)))
     yield running
     running.close()
