@@ -37,7 +37,7 @@ class Experiment:
 class Export:
     version: str
     experiments: tuple[Experiment, ...]
-    samples: np.ndarray  # SAMPLE_DTYPE, every request of every experiment, in the order sent
+    samples: np.ndarray  # SAMPLE_DTYPE, every request of every experiment, in the export's order (not sorted)
 
 
 def read_export(path: Path, batch: int) -> Export:
