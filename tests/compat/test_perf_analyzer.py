@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,10 @@ from typing import Any
 import psutil
 import pytest
 
-from loadtest.perf_analyzer import Located, PerfAnalyzerError, Run, Step, command, run
+from loadtest.perf_analyzer import Located, PerfAnalyzerError, Run, Step, Tls, command, run
 from loadtest.perf_analyzer_export import read_export, read_summary
 from loadtest.samples import CODE_OK
-from tests.server.conftest import RunningServer
+from tests.server.conftest import RunningServer, server_options
 
 pytestmark = pytest.mark.slow
 MODEL = "sentiment_fp32"
@@ -166,3 +167,31 @@ def test_its_cpu_is_measured_and_a_run_past_its_timeout_is_killed(
     assert not psutil.pid_exists(started.pid) or psutil.Process(started.pid).status() == psutil.STATUS_ZOMBIE
     with pytest.raises(PerfAnalyzerError, match="exists already"):
         run(perf_analyzer, step, tmp_path / "c.txt", timeout_s=TIMEOUT_S)
+
+
+def test_tls_over_grpc_and_https(perf_analyzer: Located, model_repository: Path, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    running = RunningServer(server_options(model_repository, models=(MODEL,), tls_cert=cert, tls_key=key))
+    try:
+        for protocol, url in (
+            ("grpc", f"localhost:{running.grpc_port}"),
+            ("http", f"https://localhost:{running.http_port}"),
+        ):
+            export, summary, before_s, after_s = measure(
+                perf_analyzer,
+                tmp_path,
+                url=url,
+                protocol=protocol,
+                tls=Tls(cert),
+                request_count=20,
+                concurrency=1,
+            )
+            assert_answered(export, before_s, after_s)
+            assert len(export.samples) == summary.client_request_count == 20
+    finally:
+        running.close()
