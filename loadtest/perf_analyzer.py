@@ -288,8 +288,11 @@ class Run:
         return Finished(output, usage.ru_utime + usage.ru_stime, time.perf_counter() - self._started_s)
 
     def kill(self) -> None:
+        """Kill and reap the child if it is still running."""
         if self._process.returncode is None:
             self._process.kill()
+            _, status, _ = os.wait4(self.pid, 0)
+            self._process.returncode = os.waitstatus_to_exitcode(status)
 
 
 def failure_line(output: str) -> str:
@@ -311,4 +314,9 @@ def run(located: Located, step: Step, output_file: Path, timeout_s: float) -> Fi
         raise PerfAnalyzerError(
             f"perf_analyzer export {step.export_file} exists already (it will not overwrite)"
         )
-    return Run(located, command(located.path, step), output_file).wait(timeout_s)
+    started = Run(located, command(located.path, step), output_file)
+    try:
+        return started.wait(timeout_s)
+    except BaseException:  # Ctrl-C or SIGTERM while waiting: never leave the child running
+        started.kill()
+        raise

@@ -237,10 +237,16 @@ def measure(
 
 
 def by_driver(runs: list[dict[str, Any]], drivers: list[str]) -> dict[str, dict[str, Any]]:
-    """Per driver: its summary, servescope/peer ratios and the issue's targets."""
+    """Per driver: its summary, servescope/peer ratios and the issue's targets.
+
+    A point the driver could not measure at all (a run with "error": perf_analyzer cannot drive MLServer,
+    which has no ModelConfig RPC) stays in the runs but not in the summary, so its server shows as not
+    measured rather than as 0 requests/s.
+    """
     out: dict[str, dict[str, Any]] = {}
     for driver in drivers:
-        summary = stats.summarize(stats.check_run(r) for r in runs if r["driver"] == driver)
+        measured = (r for r in runs if r["driver"] == driver and "error" not in r)
+        summary = stats.summarize(stats.check_run(r) for r in measured)
         ratio_table = stats.ratios(summary)
         out[driver] = {
             "summary": summary,
@@ -361,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"locust {record['server']} {record['users']} users: {record['throughput_rps']:.0f} req/s, "
                 f"p50 {record['p50_s'] * 1e3:.2f} ms, p99 {record['p99_s'] * 1e3:.2f} ms"
             )
+    for run in runs:
+        if "error" in run:
+            print(f"NOT MEASURED {run['server']} c={run['concurrency']} by {run['driver']}: {run['error']}")
     for failure in failures:
         print(f"FAILED round {failure['round']} {failure['server']}: {failure['error']}")
     print(f"\nwrote {json_path}, latest.png and latest.md in {results['wall_s']:.0f} s")
