@@ -9,7 +9,9 @@ file well under a minute on 2 cores.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -150,7 +152,7 @@ def test_server_side_counts_agree_with_servescopes_metrics(
     assert 0 < summary.server_execution_count <= summary.server_success_count
 
 
-def test_its_cpu_is_measured_and_a_run_past_its_timeout_is_killed(
+def test_its_cpu_is_measured_and_a_crash_or_a_timeout_is_an_error(
     perf_analyzer: Located, served: RunningServer, tmp_path: Path
 ) -> None:
     step = Step(
@@ -165,6 +167,13 @@ def test_its_cpu_is_measured_and_a_run_past_its_timeout_is_killed(
     with pytest.raises(PerfAnalyzerError, match=r"ran past its 0\.5 s timeout and was killed"):
         started.wait(timeout_s=0.5)
     assert not psutil.pid_exists(started.pid) or psutil.Process(started.pid).status() == psutil.STATUS_ZOMBIE
+    crashing = Step(model=MODEL, url=served.target, export_file=tmp_path / "d.json", concurrency=1)
+    started = Run(perf_analyzer, command(perf_analyzer.path, crashing), tmp_path / "d.txt")
+    time.sleep(0.5)
+    os.kill(started.pid, signal.SIGSEGV)
+    with pytest.raises(PerfAnalyzerError, match=r"^perf_analyzer exited -11: ") as caught:
+        started.wait(timeout_s=TIMEOUT_S)
+    assert caught.value.lines  # what it had printed before it died
     with pytest.raises(PerfAnalyzerError, match="exists already"):
         run(perf_analyzer, step, tmp_path / "c.txt", timeout_s=TIMEOUT_S)
 
