@@ -256,6 +256,63 @@ def by_driver(runs: list[dict[str, Any]], drivers: list[str]) -> dict[str, dict[
     return out
 
 
+def driver_json(results: dict[str, Any]) -> dict[str, Any]:
+    """One driver's summary, ratios and targets in their JSON form."""
+    return {
+        "summary": stats.summary_to_json(results["summary"]),
+        "ratios": stats.ratios_to_json(results["ratios"]),
+        "targets": [{"name": v.name, "met": v.met, "detail": v.detail} for v in results["targets"]],
+    }
+
+
+def print_report(
+    per_driver: dict[str, dict[str, Any]],
+    locust: list[dict[str, Any]],
+    runs: list[dict[str, Any]],
+    failures: list[dict[str, Any]],
+) -> None:
+    """The tables and targets per driver, the Locust second opinion, and what could not be measured."""
+    for driver, d in per_driver.items():
+        print(f"\ndriver {driver}")
+        print(stats.format_table(d["summary"], d["ratios"]))
+        print()
+        for v in d["targets"]:
+            print(f"{'MET   ' if v.met else 'MISSED'} [{driver}] {v.name}: {v.detail}")
+    for record in locust:
+        if "error" in record:
+            print(f"locust {record['server']}: {record['error']}")
+        elif record["p50_s"] is None:
+            print(f"locust {record['server']} {record['users']} users: nothing completed, {record['errors']}")
+        else:
+            print(
+                f"locust {record['server']} {record['users']} users: {record['throughput_rps']:.0f} req/s, "
+                f"p50 {record['p50_s'] * 1e3:.2f} ms, p99 {record['p99_s'] * 1e3:.2f} ms"
+            )
+    for run in runs:
+        if "error" in run:
+            print(f"NOT MEASURED {run['server']} c={run['concurrency']} by {run['driver']}: {run['error']}")
+    for failure in failures:
+        print(f"FAILED round {failure['round']} {failure['server']}: {failure['error']}")
+
+
+def choose_all_settings(args: argparse.Namespace, repository: Path, workdir: Path) -> tuple[dict, dict]:
+    """Per server: the settings for one client (lowest p50 at concurrency 1 in the sweep) and for load
+    (most throughput at concurrency 32), so every server is measured at its best at each point; the
+    sweep uses the lean client whatever the drivers."""
+    chosen: dict[str, dict[str, Any]] = {}
+    sweeps: dict[str, list[dict[str, Any]]] = {}
+    for name in args.server_list:
+        if args.no_sweep:
+            default = servers.default_settings(name)
+            chosen[name] = {"single_client": default, "load": default}
+        else:
+            chosen[name], sweeps[name] = harness.sweep(
+                name, repository, args.model, workdir, args.sweep_point_s, min(args.warmup_s, 1.0)
+            )
+        log.info("%s settings: %s", name, chosen[name])
+    return chosen, sweeps
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server that is running.
@@ -271,25 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="servescope-peers-"))
     log.info("repository %s, workdir %s", repository, workdir)
 
-    # Per server: the settings for one client (lowest p50 at concurrency 1 in the sweep) and for load
-    # (most throughput at concurrency 32), so every server is measured at its best at each point.
-    chosen: dict[str, dict[str, Any]] = {}
-    sweeps: dict[str, list[dict[str, Any]]] = {}
-    for name in args.server_list:
-        if args.no_sweep:
-            default = servers.default_settings(name)
-            chosen[name] = {"single_client": default, "load": default}
-        else:
-            chosen[name], sweeps[name] = harness.sweep(
-                name, repository, args.model, workdir, args.sweep_point_s, min(args.warmup_s, 1.0)
-            )
-        log.info("%s settings: %s", name, chosen[name])
+    chosen, sweeps = choose_all_settings(args, repository, workdir)
 
     runs, locust, starts, failures = run_rounds(args, repository, chosen, workdir)
     per_driver = by_driver(runs, args.driver_list)
-    # The top-level summary, ratios and targets are the first driver's (lean unless only perf_analyzer ran).
-    first = per_driver[args.driver_list[0]]
-    summary, ratio_table, verdicts = first["summary"], first["ratios"], first["targets"]
     metadata_file = repository / args.model / "metadata.json"
     results = {
         "schema": stats.RESULTS_SCHEMA,
@@ -324,17 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": sweeps,
         "start_s": starts,
         "runs": runs,
-        "summary": stats.summary_to_json(summary),
-        "ratios": stats.ratios_to_json(ratio_table),
-        "targets": [{"name": v.name, "met": v.met, "detail": v.detail} for v in verdicts],
-        "by_driver": {
-            driver: {
-                "summary": stats.summary_to_json(d["summary"]),
-                "ratios": stats.ratios_to_json(d["ratios"]),
-                "targets": [{"name": v.name, "met": v.met, "detail": v.detail} for v in d["targets"]],
-            }
-            for driver, d in per_driver.items()
-        },
+        # The top-level summary, ratios and targets are the first driver's (lean unless only
+        # perf_analyzer ran); by_driver holds each driver's own.
+        **driver_json(per_driver[args.driver_list[0]]),
+        "by_driver": {driver: driver_json(d) for driver, d in per_driver.items()},
         "locust": locust,
         "failures": failures,
     }
@@ -345,33 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.model}, batch-1 requests, {results['machine']['cpu_count']} CPU cores, client on the same "
         f"machine; median and min-max of {args.rounds} round(s) x {args.duration_s:g} s"
     )
-    chart.plot(summary, args.output / "latest.png", title)
+    chart.plot(per_driver[args.driver_list[0]]["summary"], args.output / "latest.png", title)
     markdown = [
         f"### driver {d}\n\n" + stats.format_markdown(r["summary"], r["ratios"])
         for d, r in per_driver.items()
     ]
     (args.output / "latest.md").write_text("\n\n".join(markdown) + "\n")
-    for driver, d in per_driver.items():
-        print(f"\ndriver {driver}")
-        print(stats.format_table(d["summary"], d["ratios"]))
-        print()
-        for v in d["targets"]:
-            print(f"{'MET   ' if v.met else 'MISSED'} [{driver}] {v.name}: {v.detail}")
-    for record in locust:
-        if "error" in record:
-            print(f"locust {record['server']}: {record['error']}")
-        elif record["p50_s"] is None:
-            print(f"locust {record['server']} {record['users']} users: nothing completed, {record['errors']}")
-        else:
-            print(
-                f"locust {record['server']} {record['users']} users: {record['throughput_rps']:.0f} req/s, "
-                f"p50 {record['p50_s'] * 1e3:.2f} ms, p99 {record['p99_s'] * 1e3:.2f} ms"
-            )
-    for run in runs:
-        if "error" in run:
-            print(f"NOT MEASURED {run['server']} c={run['concurrency']} by {run['driver']}: {run['error']}")
-    for failure in failures:
-        print(f"FAILED round {failure['round']} {failure['server']}: {failure['error']}")
+    print_report(per_driver, locust, runs, failures)
     print(f"\nwrote {json_path}, latest.png and latest.md in {results['wall_s']:.0f} s")
     return 0
 
