@@ -51,3 +51,30 @@ def test_the_input_file_holds_corpus_token_rows(pa_driver, tmp_path: Path) -> No
     assert all(
         len(row["tokens"]) == 100 and min(row["tokens"]) >= 0 and max(row["tokens"]) < 10000 for row in data
     )
+
+
+@pytest.mark.slow
+def test_a_point_against_a_real_servescope(pa_driver, model_repository: Path, tmp_path: Path) -> None:
+    """One perf_analyzer point through the benchmark's own server launcher: a run record with its driver."""
+    import servers
+    import stats
+
+    settings = servers.default_settings("servescope-1w")
+    server = servers.start("servescope-1w", settings, model_repository, "sentiment_fp32", tmp_path / "server")
+    try:
+        record = pa_driver.measure(
+            pa_driver.located(), server, "sentiment_fp32", 2, duration_s=1.0, warmup_s=0.3, folder=tmp_path
+        )
+        failed = pa_driver.measure(
+            pa_driver.located(), server, "no_such_model", 2, duration_s=1.0, warmup_s=0.3, folder=tmp_path
+        )
+    finally:
+        servers.stop(server)
+    checked = stats.check_run({"round": 1, **record})
+    assert checked["driver"] == "perf_analyzer" and checked["errors"] == {} and "error" not in record
+    assert checked["completed"] > 0 and 0 < checked["p50_s"] <= checked["p99_s"] < 5
+    assert checked["throughput_rps"] == pytest.approx(checked["completed"] / checked["duration_s"], rel=1e-3)
+    assert 0.7 <= checked["duration_s"] <= 2.0  # three windows minus the warm-up
+    assert record["client_cpu_ms_per_request"] > 0 and record["mean_batch_size"] >= 1
+    assert failed["error"].startswith("perf_analyzer exited 99: error: failed to get model metadata:")
+    assert "no_such_model" in failed["error"] and failed["completed"] == 0
