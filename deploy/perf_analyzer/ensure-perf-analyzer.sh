@@ -57,7 +57,7 @@ for pattern, member in members.items():
 PY
 
 # libb64.so.0d: the system's when it has one, else unpacked from the Debian package beside the binary.
-if ! ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d' && [ ! -e "$dest/libb64.so.0d" ]; then
+if ! ldconfig -p 2>/dev/null | grep 'libb64\.so\.0d' >/dev/null && [ ! -e "$dest/libb64.so.0d" ]; then
   fetch_deb() { (cd "$work" && apt-get download -qq libb64-0d >/dev/null 2>&1); }
   if ! fetch_deb && [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq >/dev/null 2>&1 || true
