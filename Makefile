@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXTRAS := export,load,analysis,dev
 
-.PHONY: demo test lint format proto venv clean bench bench-protocols bench-peers
+.PHONY: demo test lint format proto venv clean bench bench-protocols bench-peers perf-analyzer
 
 # The stamp is newer than pyproject.toml when the environment is current; otherwise (re)install.
 $(STAMP): pyproject.toml
@@ -26,7 +26,12 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	bash deploy/prometheus/ensure-prometheus.sh
+	bash deploy/perf_analyzer/ensure-perf-analyzer.sh $(VENV)
 	$(BIN)/python -m pytest
+
+# NVIDIA perf_analyzer into $(VENV)/lib/perf_analyzer/ (docs/loadtest.md "perf_analyzer"); make test does it too.
+perf-analyzer: $(STAMP)
+	bash deploy/perf_analyzer/ensure-perf-analyzer.sh $(VENV)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

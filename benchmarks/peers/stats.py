@@ -2,8 +2,9 @@
 
 Pure functions over plain dicts (no numpy, no servers), so tests/peers/ can check them without the
 peer virtual environments. A *run* is one measured point:
-``{"round": 1, "server": "triton", "concurrency": 32, "completed": 9000, "errors": {},
-"duration_s": 10.0, "throughput_rps": 900.0, "p50_s": 0.03, "p99_s": 0.05}``.
+``{"round": 1, "server": "triton", "driver": "lean", "concurrency": 32, "completed": 9000, "errors": {},
+"duration_s": 10.0, "throughput_rps": 900.0, "p50_s": 0.03, "p99_s": 0.05}``; `driver` names the load
+client that measured it (`lean` or `perf_analyzer`), and summaries are taken over one driver's runs.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-RESULTS_SCHEMA = "servescope-peers/1"
+RESULTS_SCHEMA = "servescope-peers/2"
+# Version 1 files predate the driver field: every run in them was measured by the lean client.
+OLDER_SCHEMAS = {"servescope-peers/1": {"driver": "lean"}}
 REFERENCE = "servescope"
 METRICS = ("throughput_rps", "p50_s", "p99_s")
 RUN_FIELDS = {
     "round": int,
     "server": str,
+    "driver": str,
     "concurrency": int,
     "completed": int,
     "errors": dict,
@@ -213,12 +217,14 @@ def load_results(path: Path) -> dict[str, Any]:
         raise PeerResultsError(f"{path}: no such results file") from exc
     except json.JSONDecodeError as exc:
         raise PeerResultsError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA:
-        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise PeerResultsError(f"{path}: schema {found!r} is not {RESULTS_SCHEMA!r}")
+    schema = data.get("schema") if isinstance(data, dict) else type(data).__name__
+    if schema != RESULTS_SCHEMA and schema not in OLDER_SCHEMAS:
+        raise PeerResultsError(f"{path}: schema {schema!r} is not {RESULTS_SCHEMA!r}")
     runs = data.get("runs")
     if not isinstance(runs, list):
         raise PeerResultsError(f"{path}: field 'runs' should be a list")
+    defaults = OLDER_SCHEMAS.get(schema, {})
+    runs = [{**defaults, **run} if isinstance(run, dict) else run for run in runs]
     data["runs"] = [check_run(run, f"{path}: runs[{i}]") for i, run in enumerate(runs)]
     return data
 

@@ -31,6 +31,7 @@ def run(server: str, concurrency: int, round_index: int, rps: float, p50_ms: flo
     return {
         "round": round_index,
         "server": server,
+        "driver": "lean",
         "concurrency": concurrency,
         "completed": int(rps * 10),
         "errors": {},
@@ -184,18 +185,18 @@ def test_results_with_no_completed_requests_keep_null_percentiles(tmp_path: Path
     ("content", "message"),
     [
         ("{", "not valid JSON"),
-        (json.dumps({"schema": "other/1", "runs": []}), "schema 'other/1' is not 'servescope-peers/1'"),
-        (json.dumps({"schema": "servescope-peers/1", "runs": {}}), "field 'runs' should be a list"),
+        (json.dumps({"schema": "other/1", "runs": []}), "schema 'other/1' is not 'servescope-peers/2'"),
+        (json.dumps({"schema": "servescope-peers/2", "runs": {}}), "field 'runs' should be a list"),
         (
-            json.dumps({"schema": "servescope-peers/1", "runs": [{"server": "triton"}]}),
-            "runs[0]: missing field(s) ['round', 'concurrency'",
+            json.dumps({"schema": "servescope-peers/2", "runs": [{"server": "triton"}]}),
+            "runs[0]: missing field(s) ['round', 'driver', 'concurrency'",
         ),
         (
-            json.dumps({"schema": "servescope-peers/1", "runs": [dict(RUNS[0], concurrency="32")]}),
+            json.dumps({"schema": "servescope-peers/2", "runs": [dict(RUNS[0], concurrency="32")]}),
             "runs[0]: field 'concurrency' should be int, found '32'",
         ),
         (
-            json.dumps({"schema": "servescope-peers/1", "runs": [dict(RUNS[0], concurrency=0)]}),
+            json.dumps({"schema": "servescope-peers/2", "runs": [dict(RUNS[0], concurrency=0)]}),
             "runs[0]: concurrency must be >= 1, found 0",
         ),
     ],
@@ -206,6 +207,19 @@ def test_load_results_rejects_malformed_files(tmp_path: Path, content: str, mess
     with pytest.raises(stats.PeerResultsError) as caught:
         stats.load_results(path)
     assert message in str(caught.value)
+
+
+def test_load_results_requires_the_driver_and_reads_version_1_files_as_lean(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    without = {k: v for k, v in RUNS[0].items() if k != "driver"}
+    path.write_text(json.dumps({"schema": "servescope-peers/2", "runs": [without]}))
+    with pytest.raises(stats.PeerResultsError, match=r"runs\[0\]: missing field\(s\) \['driver'\]"):
+        stats.load_results(path)
+    path.write_text(json.dumps({"schema": "servescope-peers/1", "runs": [without]}))
+    assert stats.load_results(path)["runs"][0]["driver"] == "lean"
+    committed = STATS_FILE.parent / "results" / "latest.json"
+    if committed.exists():
+        assert {run["driver"] for run in stats.load_results(committed)["runs"]} <= {"lean", "perf_analyzer"}
 
 
 def test_load_results_missing_file(tmp_path: Path) -> None:

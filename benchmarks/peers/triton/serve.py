@@ -4,6 +4,12 @@ Runs inside benchmarks/peers/.venvs/triton (started by benchmarks/peers/servers.
 environment. The model runs in an ONNX Runtime CPU session behind Triton's dynamic batcher; each
 Triton model instance gets its own session. Writes a JSON ready file
 ``{"grpc_port", "http_port", "metrics_port", "pid"}`` once the model is loaded, and stops on SIGTERM.
+
+PyTriton 0.7 restricts some endpoints (statistics, shared-memory, model-repository, trace, logging)
+behind a random access token by default. Here they are open, as in a plain tritonserver: perf_analyzer
+reads ModelStatistics for its server-side figures, and its -H header reaches HTTP requests only, so a
+gRPC perf_analyzer could not send the token. Inference is not among the restricted endpoints, so the
+lean client's path is the same either way.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-from pytriton.triton import Triton, TritonConfig
+from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
 ORT_TO_NUMPY = {
     "tensor(int32)": np.int32,
@@ -102,7 +108,8 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    triton = Triton(config=config, workspace=args.workspace)
+    open_endpoints = TritonSecurityConfig(restricted_endpoints=[])  # see the module docstring
+    triton = Triton(config=config, workspace=args.workspace, security_config=open_endpoints)
     try:
         triton.bind(
             model_name=args.model_name,
