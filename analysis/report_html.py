@@ -1,10 +1,13 @@
-"""report.html: one self-contained page (inline CSS, inline SVG, no external URL), verdict first."""
+"""report.html: one self-contained page (inline CSS, inline SVG, no external URL): the first screen
+(analysis/overview.py: a table of series and a latency bar each), then the verdicts and the details."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from analysis.fmt import ms_cell, num_cell, pct_cell
+from analysis.overview import build_overview
+from analysis.overview_svg import bar_svg
 from analysis.reader import Campaign
 from analysis.report_md import TEXT_COLUMNS, step_table
 from analysis.summary import Summary
@@ -29,6 +32,7 @@ def render_html(summary: Summary, campaign: Campaign | None = None) -> str:
     flagged = {row.step_index for row in summary.steps if row.flags}
     return env.get_template(TEMPLATE).render(
         s=summary,
+        overview=[(row, bar_svg(row)) for row in build_overview(summary)],
         charts=all_charts(summary),
         step_header=header,
         step_rows=rows,
