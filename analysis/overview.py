@@ -13,6 +13,7 @@ to the mean and the row says so.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from analysis.curves import Curve
@@ -110,13 +111,17 @@ def _series_row(verdict: Verdict, rows: dict[int, StepRow], curve: Curve | None)
 def latency_segments(parts: Decomposition) -> tuple[list[Segment], str | None]:
     """The bar of one step: its measured parts and the rest, each with seconds, share and percent."""
     mean_s = parts.client_mean_s
-    if mean_s <= 0:
-        return [], "no latency to split"
+    if not math.isfinite(mean_s) or mean_s <= 0:
+        return [], f"no latency to split (client mean {mean_s!r} s)"
     if not parts.available:
         return _with_percents([(REST, mean_s)], mean_s), parts.note or "server metrics not recorded"
-    measured = [(p, max(getattr(parts, p.field) or 0.0, 0.0)) for p in LATENCY_PARTS]
+    values = {p: getattr(parts, p.field) for p in LATENCY_PARTS}
+    broken = [p.label for p, value in values.items() if value is not None and not math.isfinite(value)]
+    measured = [
+        (p, max(value, 0.0)) for p, value in values.items() if value is not None and p.label not in broken
+    ]
     total_s = sum(seconds for _, seconds in measured)
-    note = None
+    note = f"{', '.join(broken)} not a finite number: left in the rest" if broken else None
     if total_s > mean_s:
         note = f"the server's figures add up to {total_s * 1e3:.2f} ms, above the client mean; scaled to it"
         measured = [(p, seconds * mean_s / total_s) for p, seconds in measured]

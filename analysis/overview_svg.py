@@ -18,7 +18,10 @@ FONT = 'font-family="system-ui, sans-serif" font-size="13"'
 
 
 def bar_svg(row: SeriesOverview) -> str:
-    """The bar (share labels inside the segments wide enough for them) and a legend with ms and share."""
+    """The bar (share labels inside the segments wide enough for them) and a legend with ms and share;
+    nothing when there is no latency to split (the line above the bar says why)."""
+    if not row.segments:
+        return ""
     shapes: list[str] = []
     x = 0.0
     for segment in row.segments:

@@ -99,6 +99,24 @@ def test_server_figures_above_the_client_mean_are_scaled_to_it_never_negative():
     assert note is None
 
 
+def test_figures_that_are_not_numbers_never_break_the_bar(handmade, kit, tmp_path):
+    inf = float("inf")
+    segments, note = latency_segments(Decomposition(0.010, 0.002, 0.0, inf, 0.0, 0.0, 0.0))
+    assert [(s.part.short, s.percent) for s in segments] == [("queue", 20), ("rest", 80)]
+    assert note == "compute not a finite number: left in the rest"
+    assert latency_segments(Decomposition(float("nan"), 0.001, 0.0, 0.001, 0.0, 0.0, 0.0)) == (
+        [], "no latency to split (client mean nan s)",
+    )  # fmt: skip
+    # JSON's NaN reaches the reports through the reader: the page is still written, with no bar.
+    folder = handmade([kit.Shape(users=4, queue_s=0.001, compute_s=0.001, batch_mean=2)])
+    steps = folder / "steps.jsonl"
+    steps.write_text(steps.read_text().replace('"mean": 0.0025', '"mean": NaN'))
+    (row,) = build_overview(analyze_campaign(folder, tmp_path / "out"))
+    assert row.segments == [] and row.note == "no latency to split (client mean nan s)"
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "no latency to split (client mean nan s)" in page and 'class="bar"' not in page
+
+
 def test_a_step_without_server_metrics_is_one_unsplit_rest(handmade, kit, tmp_path):
     folder = handmade([kit.Shape(users=4, queue_s=0.001, compute_s=0.001, batch_mean=2, with_server=False)])
     (row,) = build_overview(analyze_campaign(folder, tmp_path / "out"))
