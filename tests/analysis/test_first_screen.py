@@ -174,6 +174,11 @@ def test_html_opens_with_the_table_and_the_bars_before_the_verdicts(two_series):
         [OFF, "queueing / under-provisioned", "step 1, 32 users", off.best, off.recommendation],
         [ON, "healthy", "step 3, 32 users", on.best, on.recommendation],
     ]
+    # Flags (to copy) and changes never wrap inside a cell.
+    assert (
+        '(<span class="nowrap">--max-batch-size 32</span> <span class="nowrap">--max-queue-delay-us' in glance
+    )
+    assert '<span class="nowrap">off -&gt; on</span>' in glance
     bars = re.findall(r'<svg xmlns="http://www.w3.org/2000/svg" class="bar".*?</svg>', glance, re.S)
     assert len(bars) == 2
     for bar in bars:
