@@ -1,4 +1,5 @@
-"""report.md: the verdict and the tables, for pasting into a pull request or an issue."""
+"""report.md: the first screen (a table of series, their latency bars in words), the verdict and the tables,
+for pasting into a pull request or an issue."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from analysis.fmt import ms_cell as ms
 from analysis.fmt import num_cell as num
 from analysis.fmt import pct_cell as pct
+from analysis.overview import build_overview
 from analysis.summary import StepRow, Summary
 from servescope.metrics import ServerDeltas
 
@@ -64,6 +66,25 @@ def step_table(summary: Summary) -> tuple[list[str], list[list[str]]]:
     return [c.header for c in STEP_COLUMNS], [[c.cell(row) for c in STEP_COLUMNS] for row in summary.steps]
 
 
+def _first_screen(summary: Summary) -> list[str]:
+    """The table of series and each series' latency bar in words (analysis/overview.py)."""
+    overview = build_overview(summary)
+    if not overview:
+        return []
+    out = ["## At a glance", ""]
+    header = ["series", "verdict", "based on", f"best within {summary.objective.label}", "top recommendation"]
+    rows = [
+        [o.series, o.verdict, f"step {o.step_index}, {o.load}", o.best, o.recommendation] for o in overview
+    ]
+    out.extend(_table(header, rows))
+    out.extend(["", "Where the mean latency goes, at the step each verdict is based on:", ""])
+    for o in overview:
+        note = f" ({o.note})" if o.note else ""
+        out.append(f"- {o.series}: mean {ms(o.mean_s)} ms at step {o.step_index}{note}: `{o.bar_text_ms}`")
+    out.append("")
+    return out
+
+
 def render_markdown(summary: Summary) -> str:
     out = [f"# servescope analysis: {summary.campaign}", ""]
     machine = summary.machine
@@ -73,6 +94,7 @@ def render_markdown(summary: Summary) -> str:
         f"Campaign folder: `{summary.campaign_dir}`."
     )
     out.append("")
+    out.extend(_first_screen(summary))
     out.append("## Verdict")
     out.append("")
     if not summary.verdicts:

@@ -1,13 +1,16 @@
-"""The verdict as a few lines of plain text, for the terminal (`servescope analyze`, the demo)."""
+"""The verdict as a few lines of plain text, for the terminal (`servescope analyze`, the demo): a compact
+first screen (one entry per series), then each series' verdict with its reasons and recommendations."""
 
 from __future__ import annotations
 
+from analysis.overview import build_overview
 from analysis.summary import Summary
 
 
 def format_verdict(summary: Summary) -> str:
     """The verdict as a few lines of plain text for the terminal."""
     lines = [f"Campaign {summary.campaign!r}: objective {summary.objective.label}"]
+    lines.extend(_at_a_glance(summary))
     if not summary.verdicts:
         lines.append("  no verdict: no step could be analysed")
     for verdict in summary.verdicts:
@@ -31,3 +34,17 @@ def format_verdict(summary: Summary) -> str:
             f"Report: {summary.files['html']} (also {summary.files['markdown']}, {summary.files['summary']})"
         )
     return "\n".join(lines)
+
+
+def _at_a_glance(summary: Summary) -> list[str]:
+    """Four lines per series: its label; verdict, step, best throughput; its latency bar; the top change."""
+    overview = build_overview(summary)
+    if not overview:
+        return []
+    lines = ["At a glance:"]
+    for o in overview:
+        lines.append(f"  {o.series}")
+        lines.append(f"    {o.verdict} at step {o.step_index} ({o.load}); best {o.best}")
+        lines.append(f"    mean {o.mean_s * 1e3:.2f} ms: {o.bar_text}")
+        lines.append(f"    top: {o.recommendation}")
+    return lines

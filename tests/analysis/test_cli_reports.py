@@ -56,8 +56,14 @@ def test_html_report_is_self_contained_with_verdict_first(capsys, mixed_campaign
     output = mixed_campaign / "out"
     assert analyze_cli(capsys, str(mixed_campaign), "--output", str(output))[0] == 0
     html = (output / "report.html").read_text()
-    assert html.count("<svg") == 5
-    assert html.index("<h2>Verdict</h2>") < html.index("<svg")
+    # Five charts, and before the verdicts the first screen's latency bar of each of the two series.
+    assert html.count('<div class="chart">') == 5
+    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="bar"') == 2
+    assert (
+        html.index('<h2 id="at-a-glance">')
+        < html.index("<h2>Verdict</h2>")
+        < html.index('<div class="chart">')
+    )
     # Nothing to fetch: no scripts, stylesheets, images or fonts from anywhere; links only to ids inside.
     for pattern in (r"<script", r"<link", r"<img", r"\bsrc=", r"url\((?!#)", r"@import"):
         assert not re.search(pattern, html), pattern
