@@ -69,6 +69,7 @@ class CampaignConfig:
     connection: Connection = field(default_factory=Connection)  # protocol, streaming, TLS, version, headers
     input_data: str | None = None  # perf_analyzer JSON input file: the payloads (instead of `payload`)
     probe_requests: int = 200  # transport probe before the steps, requests per transport (0: none)
+    ramp: bool = False  # the load levels of a model and batch size in one generator run, rising
     raw: dict[str, Any] = field(default_factory=dict)  # the resolved file content, for campaign.json
 
     @property
@@ -109,6 +110,7 @@ _SCHEMA: dict[str, Any] = {
         "model_version": "",
         "headers": {},
         "probe_requests": 200,
+        "ramp": False,
     },
     "server": [{"batching": True}],
     "step": {
@@ -259,6 +261,9 @@ def parse_campaign_config(
     rates = c.sweep("load.rates_rps", load["rates_rps"], lambda k, v: c.number(k, v), allow_empty=True)
     if not concurrency and not rates:
         raise c.fail("load", load, "needs a non-empty load.concurrency or load.rates_rps")
+    ramp = c.boolean("load.ramp", load["ramp"])
+    if ramp and concurrency and rates:
+        raise c.fail("load.ramp", ramp, "needs one of load.concurrency or load.rates_rps, not both")
     servers = c.sweep("server", resolved["server"], lambda k, v: _server_setting(c, k, v))
     warmup_s = c.number("step.warmup_s", step["warmup_s"], positive=False)
     duration_s = c.number("step.duration_s", step["duration_s"])
@@ -306,6 +311,7 @@ def parse_campaign_config(
         connection=connection,
         input_data=c.path("input_data", resolved["input_data"], base_dir),
         probe_requests=c.integer("load.probe_requests", load["probe_requests"], 0),
+        ramp=ramp,
         raw=resolved,
     )
     resolved["server"] = [dataclasses.asdict(s) for s in servers]

@@ -128,3 +128,13 @@ def test_server_settings_become_serve_flags() -> None:
         parse_campaign_config(
             {"models": ["m"], "load": {"concurrency": [1]}, "server": [{"adaptive_delay": "no"}]}
         )
+
+
+def test_ramp_runs_the_levels_of_one_mode_in_one_generator_run() -> None:
+    config = parse_campaign_config({"models": ["m"], "load": {"concurrency": [2, 4], "ramp": True}})
+    assert config.ramp is True and [level.users for level in config.load_levels()] == [2, 4]
+    assert parse_campaign_config({"models": ["m"], "load": {"concurrency": [2]}}).ramp is False
+    with pytest.raises(CampaignConfigError, match=r"load\.ramp: True needs one of load\.concurrency or"):
+        parse_campaign_config({"models": ["m"], "load": {"concurrency": [2], "rates_rps": [5], "ramp": True}})
+    with pytest.raises(CampaignConfigError, match=r"load\.ramp: 'yes' must be true or false"):
+        parse_campaign_config({"models": ["m"], "load": {"concurrency": [2], "ramp": "yes"}})
