@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.connection import PROTOCOLS, Connection, ConnectionSettingsError
+from loadtest.engine import DEFAULT_ENGINE, ENGINES, LoadLevel
 from loadtest.payload import PAYLOAD_KINDS
 from servescope.echo import one_line, shown
 from servescope.settings import DEVICES, ServeFlags
@@ -31,16 +32,6 @@ MAX_FILE_BYTES = 1 << 20  # a campaign file is a few kB
 
 class CampaignConfigError(ValueError):
     """A campaign file is invalid; the message names the file, the key and the value."""
-
-
-@dataclass(frozen=True)
-class LoadLevel:
-    mode: str  # "closed" or "open"
-    users: int | None = None
-    rate_rps: float | None = None
-
-    def label(self) -> str:
-        return f"{self.users} users" if self.mode == "closed" else f"{self.rate_rps:.4g} req/s"
 
 
 @dataclass
@@ -70,6 +61,7 @@ class CampaignConfig:
     input_data: str | None = None  # perf_analyzer JSON input file: the payloads (instead of `payload`)
     probe_requests: int = 200  # transport probe before the steps, requests per transport (0: none)
     ramp: bool = False  # the load levels of a model and batch size in one generator run, rising
+    engine: str = DEFAULT_ENGINE  # the load engine (loadtest/engine.py ENGINES)
     raw: dict[str, Any] = field(default_factory=dict)  # the resolved file content, for campaign.json
 
     @property
@@ -111,6 +103,7 @@ _SCHEMA: dict[str, Any] = {
         "headers": {},
         "probe_requests": 200,
         "ramp": False,
+        "engine": DEFAULT_ENGINE,
     },
     "server": [{"batching": True}],
     "step": {
@@ -312,6 +305,7 @@ def parse_campaign_config(
         input_data=c.path("input_data", resolved["input_data"], base_dir),
         probe_requests=c.integer("load.probe_requests", load["probe_requests"], 0),
         ramp=ramp,
+        engine=c.string("load.engine", load["engine"], tuple(ENGINES)),
         raw=resolved,
     )
     resolved["server"] = [dataclasses.asdict(s) for s in servers]

@@ -69,6 +69,14 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from loadtest.engine import DEFAULT_ENGINE, ENGINES
+
+    parser.add_argument(
+        "--engine",
+        choices=list(ENGINES),
+        default=DEFAULT_ENGINE,
+        help="the load generator (loadtest/engine.py): locust runs headless Locust in subprocesses",
+    )
     parser.add_argument(
         "--target",
         required=True,
@@ -213,6 +221,7 @@ def load_config(args: argparse.Namespace):  # -> loadtest.campaign_config.Campai
             "model_version": connection.model_version,
             "headers": connection.headers,
             "probe_requests": args.probe_requests,
+            "engine": args.engine,
         },
         "step": {"warmup_s": args.warmup_s, "duration_s": args.duration_s, "max_duration_s": args.duration_s},
         "payload": args.payload,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.campaign_config import LoadLevel
-from loadtest.runner import StepOutcome
+from loadtest.step_figures import StepOutcome
 from servescope import results
 from servescope.results import CpuUsage, LoadSpec, ServerSettings, StepRecord
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from loadtest import scrape
 from loadtest.campaign_config import CampaignConfig, LoadLevel
 from loadtest.campaign_errors import CampaignError
-from loadtest.locust_run import LocustSettings
+from loadtest.engine import StepLoad, engine
 from loadtest.narration import CampaignNarration
 from loadtest.payload import value_ranges
 from loadtest.probes import probe
 from loadtest.records import StepContext, build_record, failed_record, save_samples, target_failed
-from loadtest.runner import StepFailed, StepOutcome, StepTiming, run_ramp, run_step
+from loadtest.runner import StepFailed, StepOutcome, StepTiming, run_ramp
 from loadtest.server_info import reported_settings
 from loadtest.server_proc import ManagedServer, ServerStartError, start_server
 from servescope import results
@@ -193,38 +193,29 @@ def _run(
         loop.progress(line)
     raw_dir = loop.output / ".raw" / f"step-{first:03d}"
     entry = loop.entries.get(model)
-    locust_settings = LocustSettings(
+    load = StepLoad(
         target=target,
         model=model,
+        levels=levels,
         samples_dir=raw_dir,
-        mode=levels[-1].mode,
-        users=levels[-1].users,
-        rate_rps=levels[-1].rate_rps,
+        reports_dir=loop.output / cfg.engine,  # Locust's reports: locust/
+        report_prefix=loop.narration.report_prefix(first),
         arrival=cfg.arrival,
         batch_size=batch_size,
-        workers=cfg.workers,
+        connection=cfg.connection,
+        input_data=cfg.input_data,
         payload=cfg.payload,
+        value_ranges=value_ranges(entry.metadata if entry is not None else {}),
         seed=cfg.seed + first,
         timeout_s=cfg.timeout_s,
         max_inflight=cfg.max_inflight,
         connections=cfg.connections,
-        value_ranges=value_ranges(entry.metadata if entry is not None else {}),
-        connection=cfg.connection,
-        input_data=cfg.input_data,
+        workers=cfg.workers,
     )
-    reports, prefix = loop.output / "locust", loop.narration.report_prefix(first)
-    server_pid = managed.pid if managed else None
     try:
-        if len(levels) == 1:
-            outcomes = [
-                run_step(locust_settings, loop.timing(), reports, prefix, metrics_url=metrics_url,
-                         server_pid=server_pid, progress=loop.progress, label=labels[0])
-            ]  # fmt: skip
-        else:
-            steps = [(level.users, level.rate_rps) for level in levels]
-            outcomes = run_ramp(locust_settings, steps, loop.timing(), reports, prefix,
-                                metrics_url=metrics_url, server_pid=server_pid, progress=loop.progress,
-                                labels=labels)  # fmt: skip
+        outcomes = run_ramp(engine(cfg.engine), load, loop.timing(), metrics_url=metrics_url,
+                            server_pid=managed.pid if managed else None, progress=loop.progress,
+                            labels=labels)  # fmt: skip
     except StepFailed as exc:
         return [failed_record(ctx, f"load generator failed: {exc}") for ctx in contexts]
     finally:

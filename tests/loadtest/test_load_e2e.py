@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtest.locust_run import LocustSettings
+from loadtest.engine import LoadLevel, StepLoad, engine
 from loadtest.procs import REPO_ROOT, child_env, free_port
 from loadtest.runner import StepTiming, run_step
 from loadtest.samples import SAMPLE_DTYPE
@@ -115,15 +115,17 @@ def test_dropped_arrivals_are_counted_apart_from_locust_requests(
 
 def test_distributed_mode_totals_add_up(running_server: ManagedServer, tmp_path: Path) -> None:
     samples_dir = tmp_path / "raw"
-    settings = LocustSettings(
+    load = StepLoad(
         target=running_server.target,
         model="sentiment_fp32",
+        levels=[LoadLevel("closed", users=4)],
         samples_dir=samples_dir,
-        users=4,
+        reports_dir=tmp_path / "locust",
+        report_prefix="dist",
         workers=2,
     )
     timing = StepTiming(warmup_s=1.0, window_s=1.0, max_step_s=3.0, fixed=True)
-    outcome = run_step(settings, timing, tmp_path / "locust", "dist", progress=lambda _line: None)
+    outcome = run_step(engine("locust"), load, timing, progress=lambda _line: None)
     per_worker = [
         np.fromfile(path, dtype=SAMPLE_DTYPE).size for path in sorted(samples_dir.glob("samples-*.bin"))
     ]
