@@ -13,6 +13,7 @@ from typing import Any
 
 from loadtest import procs
 from loadtest.connection import Connection
+from loadtest.user_classes import USER_CLASSES
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 SHAPEFILE = Path(__file__).resolve().parent / "shape_steps.py"
@@ -43,8 +44,7 @@ class LocustSettings:
 
     def user_class(self) -> str:
         """The locustfile's user class for the mode and the protocol."""
-        loop = "ClosedLoopUser" if self.mode == "closed" else "OpenLoopUser"
-        return ("Http" + loop) if self.connection.protocol == "http" else loop
+        return USER_CLASSES[(self.connection.protocol, self.mode)]
 
     def locust_users(self) -> int:
         """Locust users: N for closed loop; open loop: one rate-sharing user per worker process."""
