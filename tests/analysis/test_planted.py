@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from analysis import analyze_campaign
+from loadtest.procs import child_env
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -81,9 +82,7 @@ def planted_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def env() -> dict[str, str]:
-    variables = dict(os.environ)
-    variables["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), variables.get("PYTHONPATH")]))
-    return variables
+    return child_env()
 
 
 def campaign(folder: Path, name: str, body: str, *args: str, pin: str | None = None, nice: int = 0) -> Path:

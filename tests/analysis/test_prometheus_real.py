@@ -4,10 +4,8 @@ real campaign measured it: the server-side figures from PromQL agree with the ca
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +16,11 @@ import pytest
 
 from analysis import analyze
 from analysis.reader import load_campaign
+from loadtest.procs import child_env, free_port
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout_s: float, what: str) -> None:
@@ -40,12 +33,6 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
             pass
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
 
 
 def stop(process: subprocess.Popen) -> None:
