@@ -16,9 +16,11 @@ from servescope.errors import CommandError, UsageError
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """How the load client reaches the server (loadtest.connection); `servescope load` only."""
+    from loadtest.connection import PROTOCOLS
+
     parser.add_argument(
         "--protocol",
-        choices=["grpc", "http"],
+        choices=list(PROTOCOLS),
         default="grpc",
         help="grpc: KServe v2 gRPC; http: KServe v2 REST with binary tensors (Locust FastHttpUser)",
     )
