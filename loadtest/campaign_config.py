@@ -266,19 +266,7 @@ def parse_campaign_config(
             "step.max_duration_s", max_duration_s, f"must be at least step.duration_s ({duration_s:g})"
         )
     latency_ms = c.number("objective.latency_ms", objective["latency_ms"])
-    connection = Connection(
-        protocol=c.string("load.protocol", load["protocol"], PROTOCOLS),
-        streaming=c.boolean("load.streaming", load["streaming"]),
-        tls_ca=c.path("load.tls_ca", load["tls_ca"], base_dir),
-        tls_cert=c.path("load.tls_cert", load["tls_cert"], base_dir),
-        tls_key=c.path("load.tls_key", load["tls_key"], base_dir),
-        model_version=_version(c, load["model_version"]),
-        headers=c.headers("load.headers", load["headers"]),
-    )
-    try:
-        connection.check()
-    except ConnectionSettingsError as exc:
-        raise CampaignConfigError(f"{source}: load: {exc}") from exc
+    connection = _connection(c, load, base_dir)
     config = CampaignConfig(
         name=c.string("name", resolved["name"]),
         models=models,
@@ -312,6 +300,23 @@ def parse_campaign_config(
     # Header values may be credentials: campaign.json records their names only.
     resolved["load"]["headers"] = {name: REDACTED for name in connection.headers}
     return config
+
+
+def _connection(c: _Checker, load: dict[str, Any], base_dir: Path | None) -> Connection:
+    connection = Connection(
+        protocol=c.string("load.protocol", load["protocol"], PROTOCOLS),
+        streaming=c.boolean("load.streaming", load["streaming"]),
+        tls_ca=c.path("load.tls_ca", load["tls_ca"], base_dir),
+        tls_cert=c.path("load.tls_cert", load["tls_cert"], base_dir),
+        tls_key=c.path("load.tls_key", load["tls_key"], base_dir),
+        model_version=_version(c, load["model_version"]),
+        headers=c.headers("load.headers", load["headers"]),
+    )
+    try:
+        connection.check()
+    except ConnectionSettingsError as exc:
+        raise CampaignConfigError(f"{c.source}: load: {exc}") from exc
+    return connection
 
 
 def _version(c: _Checker, value: Any) -> str:
