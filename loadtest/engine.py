@@ -128,7 +128,10 @@ class Engine(Protocol):
     name: str
 
     def start(self, load: StepLoad, run_time_s: float) -> EngineRun:
-        """Start the load on an empty load.samples_dir; the generator stops by itself after run_time_s."""
+        """Start the load on an empty load.samples_dir. run_time_s is the load the step needs once it is
+        on (every level's warm-up and windows, a second of slack each). A streaming engine may run
+        longer (finish() ends it); an end-only engine should end by itself then, as its samples come
+        when it ends (finish() waits for that)."""
         ...
 
 

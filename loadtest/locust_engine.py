@@ -14,6 +14,10 @@ from pathlib import Path
 from loadtest.engine import GeneratorStatus, StepLoad
 from loadtest.locust_run import LocustRun, LocustSettings
 
+# Locust's own --run-time on top of what the step needs: the runner waits up to 60 s for the first
+# answer (Locust's start and the server's), then finish() ends the run; this is only a backstop.
+RUN_TIME_SLACK_S = 90.0
+
 
 def ramp_schedule(load: StepLoad) -> list[dict[str, float]]:
     """The locustfile's ramp: level i holds until (i + 1) * ramp_phase_s from the start."""
@@ -74,7 +78,9 @@ class LocustEngineRun:
 
     def __init__(self, load: StepLoad, run_time_s: float) -> None:
         self.load = load
-        self.locust = LocustRun(locust_settings(load), load.reports_dir, load.report_prefix, run_time_s)
+        self.locust = LocustRun(
+            locust_settings(load), load.reports_dir, load.report_prefix, run_time_s + RUN_TIME_SLACK_S
+        )
 
     def pids(self) -> list[int]:
         return [process.pid for process in self.locust.processes]

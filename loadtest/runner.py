@@ -92,7 +92,7 @@ def run_ramp(
     phase_s = timing.warmup_s + timing.max_windows() * timing.window_s + 1.0
     if len(load.levels) > 1:
         load = dataclasses.replace(load, ramp_phase_s=phase_s)
-    run = engine.start(load, FIRST_SAMPLE_TIMEOUT_S + phase_s * len(load.levels) + 30.0)
+    run = engine.start(load, phase_s * len(load.levels))
     reader = SampleReader(load.samples_dir)
     outcomes: list[StepOutcome] = []
     try:
