@@ -31,27 +31,7 @@ def ramp_schedule(load: StepLoad) -> list[dict[str, float]]:
 
 def locust_settings(load: StepLoad) -> LocustSettings:
     """What the locustfile and the Locust command line need for this load."""
-    level = load.level
-    return LocustSettings(
-        target=load.target,
-        model=load.model,
-        samples_dir=load.samples_dir,
-        mode=level.mode,
-        users=level.users,
-        rate_rps=level.rate_rps,
-        arrival=load.arrival,
-        batch_size=load.batch_size,
-        workers=load.workers,
-        payload=load.payload,
-        seed=load.seed,
-        timeout_s=load.timeout_s,
-        max_inflight=load.max_inflight,
-        value_ranges=load.value_ranges,
-        connections=load.connections,
-        ramp=ramp_schedule(load),
-        connection=load.connection,
-        input_data=load.input_data,
-    )
+    return LocustSettings(load, ramp_schedule(load))
 
 
 def read_status(samples_dir: Path) -> GeneratorStatus:
