@@ -21,10 +21,7 @@ import argparse
 import asyncio
 import collections
 import json
-import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +36,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.lean_client import INFER_METHOD, build_requests, channel_options  # noqa: E402
 from loadtest import scrape  # noqa: E402
+from loadtest.server_proc import ServerStartError, serve_command, spawn_ready, stop_server  # noqa: E402
 from servescope import metrics as contract  # noqa: E402
 
 MODEL = "sentiment_fp32"
@@ -146,23 +144,18 @@ class ServeProcess:
     def __init__(self, repository: Path, extra: list[str]) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="servescope-overload-")
         ready_file = Path(self._folder.name) / "ready.json"
-        env = dict(
-            os.environ,
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        )
         command = [
-            sys.executable, "-m", "cli", "serve", "--model-repository", str(repository), "--model", MODEL,
+            *serve_command(), "serve", "--model-repository", str(repository), "--model", MODEL,
             "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--ready-file", str(ready_file),
             *extra,
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
-        deadline_s = time.monotonic() + 120
-        while not ready_file.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline_s:
-                self.stop()
-                raise RuntimeError(f"servescope serve did not start: {self.process.stderr.read()[-2000:]}")
-            time.sleep(0.05)
-        ready = json.loads(ready_file.read_text())
+        try:
+            self.process, ready, _log = spawn_ready(
+                command, ready_file, ready_file.with_name("server.log"), 120.0
+            )
+        except ServerStartError as exc:
+            self._folder.cleanup()
+            raise RuntimeError(f"servescope serve did not start: {exc}") from exc
         self.target = f"127.0.0.1:{ready['grpc_port']}"
         self.metrics_url = f"http://127.0.0.1:{ready['metrics_port']}/metrics"
 
@@ -178,10 +171,9 @@ class ServeProcess:
 
         return int(psutil.Process(self.process.pid).memory_info().rss)
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=60)
+    def stop(self) -> int | None:
+        """SIGTERM and the server's exit code (None: it had to be killed after 60 s)."""
+        code = stop_server(self.process, grace_s=60.0)
         self._folder.cleanup()
         return code
 

@@ -21,8 +21,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.lean_client import LoadResult, run_load  # noqa: E402
 from loadtest import scrape  # noqa: E402
+from loadtest.server_proc import ServerStartError, serve_command, spawn_ready, stop_server  # noqa: E402
 from servescope.cores import available_cores  # noqa: E402
 from servescope.corpus import pad_sequences, synthetic_reviews  # noqa: E402
 from servescope.settings import ServeFlags, serve_argv  # noqa: E402
@@ -88,24 +87,15 @@ class ServerProcess:
 
     def __init__(self, repository: Path, model: str, extra: list[str], ready_timeout_s: float = 120) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="serve-bench-")
-        self.ready_file = Path(self._folder.name) / "ready.json"
-        cli = [sys.executable, "-m", "cli", "--log-level", "WARNING"]
-        command = serve_argv(cli, str(repository), [model], ServeFlags(), ready_file=str(self.ready_file))
-        command += extra
-        env = dict(
-            os.environ,
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        )
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
-        deadline = time.monotonic() + ready_timeout_s
-        while not self.ready_file.exists():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with code {self.process.returncode} before it was ready")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server not ready after {ready_timeout_s:.0f} s")
-            time.sleep(0.05)
-        ports = json.loads(self.ready_file.read_text())
+        folder = Path(self._folder.name)
+        command = serve_argv(serve_command("--log-level", "WARNING"), str(repository), [model], ServeFlags(),
+                             ready_file=str(folder / "ready.json")) + extra  # fmt: skip
+        try:
+            self.process, ports, _log = spawn_ready(command, folder / "ready.json", folder / "server.log",
+                                                    ready_timeout_s)  # fmt: skip
+        except ServerStartError:
+            self._folder.cleanup()
+            raise
         self.grpc_port = ports["grpc_port"]
         self.metrics_port = ports["metrics_port"]
         self.http_port = ports.get("http_port")
@@ -115,13 +105,7 @@ class ServerProcess:
         return scrape.scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_server(self.process, grace_s=60.0)
         self._folder.cleanup()
 
 

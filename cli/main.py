@@ -20,7 +20,7 @@ from servescope.errors import CommandError, UsageError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("exporter.cli", "train the sentiment model and export fp32/int8/fp16 ONNX variants"),
     "serve": ("server.cli", "serve a model repository over the KServe v2 gRPC protocol"),
-    "load": ("loadtest.cli_load", "run one headless Locust load test against a server"),
+    "load": ("loadtest.cli_load", "run one headless load test (Locust by default) against a server"),
     "campaign": ("loadtest.cli_campaign", "run a load campaign described by a YAML file"),
     "analyze": ("analysis.cli", "find the bottleneck in a campaign and write a report"),
     "compare": ("analysis.cli_compare", "compare two campaigns series by series, beyond their noise"),

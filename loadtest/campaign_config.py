@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.connection import PROTOCOLS, Connection, ConnectionSettingsError
+from loadtest.engine import DEFAULT_ENGINE, ENGINES, LoadLevel
 from loadtest.payload import PAYLOAD_KINDS
 from servescope.echo import one_line, shown
 from servescope.settings import DEVICES, ServeFlags
@@ -31,16 +32,6 @@ MAX_FILE_BYTES = 1 << 20  # a campaign file is a few kB
 
 class CampaignConfigError(ValueError):
     """A campaign file is invalid; the message names the file, the key and the value."""
-
-
-@dataclass(frozen=True)
-class LoadLevel:
-    mode: str  # "closed" or "open"
-    users: int | None = None
-    rate_rps: float | None = None
-
-    def label(self) -> str:
-        return f"{self.users} users" if self.mode == "closed" else f"{self.rate_rps:.4g} req/s"
 
 
 @dataclass
@@ -69,6 +60,8 @@ class CampaignConfig:
     connection: Connection = field(default_factory=Connection)  # protocol, streaming, TLS, version, headers
     input_data: str | None = None  # perf_analyzer JSON input file: the payloads (instead of `payload`)
     probe_requests: int = 200  # transport probe before the steps, requests per transport (0: none)
+    ramp: bool = False  # the load levels of a model and batch size in one generator run, rising
+    engine: str = DEFAULT_ENGINE  # the load engine (loadtest/engine.py ENGINES)
     raw: dict[str, Any] = field(default_factory=dict)  # the resolved file content, for campaign.json
 
     @property
@@ -109,6 +102,8 @@ _SCHEMA: dict[str, Any] = {
         "model_version": "",
         "headers": {},
         "probe_requests": 200,
+        "ramp": False,
+        "engine": DEFAULT_ENGINE,
     },
     "server": [{"batching": True}],
     "step": {
@@ -259,6 +254,9 @@ def parse_campaign_config(
     rates = c.sweep("load.rates_rps", load["rates_rps"], lambda k, v: c.number(k, v), allow_empty=True)
     if not concurrency and not rates:
         raise c.fail("load", load, "needs a non-empty load.concurrency or load.rates_rps")
+    ramp = c.boolean("load.ramp", load["ramp"])
+    if ramp and concurrency and rates:
+        raise c.fail("load.ramp", ramp, "needs one of load.concurrency or load.rates_rps, not both")
     servers = c.sweep("server", resolved["server"], lambda k, v: _server_setting(c, k, v))
     warmup_s = c.number("step.warmup_s", step["warmup_s"], positive=False)
     duration_s = c.number("step.duration_s", step["duration_s"])
@@ -268,19 +266,7 @@ def parse_campaign_config(
             "step.max_duration_s", max_duration_s, f"must be at least step.duration_s ({duration_s:g})"
         )
     latency_ms = c.number("objective.latency_ms", objective["latency_ms"])
-    connection = Connection(
-        protocol=c.string("load.protocol", load["protocol"], PROTOCOLS),
-        streaming=c.boolean("load.streaming", load["streaming"]),
-        tls_ca=c.path("load.tls_ca", load["tls_ca"], base_dir),
-        tls_cert=c.path("load.tls_cert", load["tls_cert"], base_dir),
-        tls_key=c.path("load.tls_key", load["tls_key"], base_dir),
-        model_version=_version(c, load["model_version"]),
-        headers=c.headers("load.headers", load["headers"]),
-    )
-    try:
-        connection.check()
-    except ConnectionSettingsError as exc:
-        raise CampaignConfigError(f"{source}: load: {exc}") from exc
+    connection = _connection(c, load, base_dir)
     config = CampaignConfig(
         name=c.string("name", resolved["name"]),
         models=models,
@@ -306,12 +292,31 @@ def parse_campaign_config(
         connection=connection,
         input_data=c.path("input_data", resolved["input_data"], base_dir),
         probe_requests=c.integer("load.probe_requests", load["probe_requests"], 0),
+        ramp=ramp,
+        engine=c.string("load.engine", load["engine"], tuple(ENGINES)),
         raw=resolved,
     )
     resolved["server"] = [dataclasses.asdict(s) for s in servers]
     # Header values may be credentials: campaign.json records their names only.
     resolved["load"]["headers"] = {name: REDACTED for name in connection.headers}
     return config
+
+
+def _connection(c: _Checker, load: dict[str, Any], base_dir: Path | None) -> Connection:
+    connection = Connection(
+        protocol=c.string("load.protocol", load["protocol"], PROTOCOLS),
+        streaming=c.boolean("load.streaming", load["streaming"]),
+        tls_ca=c.path("load.tls_ca", load["tls_ca"], base_dir),
+        tls_cert=c.path("load.tls_cert", load["tls_cert"], base_dir),
+        tls_key=c.path("load.tls_key", load["tls_key"], base_dir),
+        model_version=_version(c, load["model_version"]),
+        headers=c.headers("load.headers", load["headers"]),
+    )
+    try:
+        connection.check()
+    except ConnectionSettingsError as exc:
+        raise CampaignConfigError(f"{c.source}: load: {exc}") from exc
+    return connection
 
 
 def _version(c: _Checker, value: Any) -> str:

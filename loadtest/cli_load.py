@@ -1,4 +1,4 @@
-"""`servescope load`: one headless Locust test against a running server, written as a one-step campaign.
+"""`servescope load`: one headless load test against a running server, run as a one-step campaign.
 
 The output folder holds campaign.json and steps.jsonl (servescope.results, one StepRecord), the
 measured latencies in samples/, and Locust's own reports in locust/ (CSV, HTML, JSON, logs).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from servescope.errors import CommandError, UsageError
@@ -15,9 +16,11 @@ from servescope.errors import CommandError, UsageError
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """How the load client reaches the server (loadtest.connection); `servescope load` only."""
+    from loadtest.connection import PROTOCOLS
+
     parser.add_argument(
         "--protocol",
-        choices=["grpc", "http"],
+        choices=list(PROTOCOLS),
         default="grpc",
         help="grpc: KServe v2 gRPC; http: KServe v2 REST with binary tensors (Locust FastHttpUser)",
     )
@@ -68,6 +71,14 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from loadtest.engine import DEFAULT_ENGINE, ENGINES
+
+    parser.add_argument(
+        "--engine",
+        choices=list(ENGINES),
+        default=DEFAULT_ENGINE,
+        help="the load generator (loadtest/engine.py): locust runs headless Locust in subprocesses",
+    )
     parser.add_argument(
         "--target",
         required=True,
@@ -176,37 +187,69 @@ def connection_from_args(args: argparse.Namespace):  # -> loadtest.connection.Co
     return connection
 
 
-def run(args: argparse.Namespace) -> int:
-    from loadtest.single import LoadRequest, run_load
+def ramp_levels(args: argparse.Namespace) -> tuple[list[int], list[float]]:
+    """(users, rates): one level, or --ramp-steps levels rising evenly to --users or --rate."""
+    steps = args.ramp_steps
+    if args.users is not None:
+        return sorted({max(1, round(args.users * (i + 1) / steps)) for i in range(steps)}), []
+    return [], [args.rate * (i + 1) / steps for i in range(steps)]
+
+
+def load_config(args: argparse.Namespace):  # -> loadtest.campaign_config.CampaignConfig
+    """The command as a campaign of one step (a ramp: one generator run over its levels), three windows
+    of --duration-s / 3 measured whether or not they agree (max_duration_s = duration_s)."""
+    from loadtest.campaign_config import CampaignConfigError, parse_campaign_config
 
     _check(args)
     connection = connection_from_args(args)
-    request = LoadRequest(
-        target=args.target,
-        model=args.model,
-        users=args.users,
-        rate_rps=args.rate,
-        duration_s=args.duration_s,
-        warmup_s=args.warmup_s,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        arrival=args.arrival,
-        max_inflight=args.max_inflight,
-        connections=args.connections,
-        payload=args.payload,
-        timeout_s=args.timeout_s,
-        seed=args.seed,
-        ramp_steps=args.ramp_steps,
-        metrics_url=args.metrics_url,
-        model_repository=args.model_repository,
-        connection=connection,
-        input_data=args.input_data,
-        probe_requests=args.probe_requests,
-    )
+    users, rates = ramp_levels(args)
+    data = {
+        "name": "load",
+        "models": [args.model],
+        "client_batch_sizes": [args.batch_size],
+        "load": {
+            "concurrency": users,
+            "rates_rps": rates,
+            "ramp": args.ramp_steps > 1,
+            "arrival": args.arrival,
+            "max_inflight": args.max_inflight,
+            "connections": args.connections,
+            "workers": args.workers,
+            "protocol": connection.protocol,
+            "streaming": connection.streaming,
+            "tls_ca": connection.tls_ca,
+            "tls_cert": connection.tls_cert,
+            "tls_key": connection.tls_key,
+            "model_version": connection.model_version,
+            "headers": connection.headers,
+            "probe_requests": args.probe_requests,
+            "engine": args.engine,
+        },
+        "step": {"warmup_s": args.warmup_s, "duration_s": args.duration_s, "max_duration_s": args.duration_s},
+        "payload": args.payload,
+        "input_data": args.input_data,
+        "timeout_s": args.timeout_s,
+        "seed": args.seed,
+    }
+    try:
+        return parse_campaign_config(data, source="servescope load")
+    except CampaignConfigError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def load(args: argparse.Namespace, progress: Callable[[str], None] = print) -> Path:
+    """Run the command's campaign (loadtest.campaign.run_load); raises CampaignError, CampaignInterrupted."""
+    from loadtest.campaign import run_load
+
+    config = load_config(args)
+    return run_load(config, args.output, args.target, args.metrics_url, args.model_repository, progress)
+
+
+def run(args: argparse.Namespace) -> int:
     from loadtest.campaign import CampaignError, CampaignInterrupted
 
     try:
-        run_load(request, args.output, progress=lambda line: print(line, flush=True))
+        load(args, progress=lambda line: print(line, flush=True))
     except CampaignInterrupted as exc:
         print(f"servescope load: {exc}", file=sys.stderr)
         return 130

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import procs
-from loadtest.connection import Connection
+from loadtest.engine import StepLoad
+from loadtest.user_classes import USER_CLASSES
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 SHAPEFILE = Path(__file__).resolve().parent / "shape_steps.py"
@@ -22,55 +23,51 @@ SHAPEFILE = Path(__file__).resolve().parent / "shape_steps.py"
 class LocustSettings:
     """What the locustfile needs (sent as --servescope-config) plus how Locust itself is run."""
 
-    target: str
-    model: str
-    samples_dir: Path
-    mode: str = "closed"  # "closed" or "open"
-    users: int | None = None
-    rate_rps: float | None = None
-    arrival: str = "constant"
-    batch_size: int = 1
-    workers: int = 0
-    payload: str = "auto"
-    seed: int = 0
-    timeout_s: float = 30.0
-    max_inflight: int = 1000
-    value_ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
-    connections: int = 8  # gRPC connections per Locust process
-    ramp: list[dict[str, float]] = field(default_factory=list)
-    connection: Connection = field(default_factory=Connection)  # protocol, streaming, TLS, version, headers
-    input_data: str | None = None  # perf_analyzer JSON input file (loadtest/input_data.py)
+    load: StepLoad
+    ramp: list[dict[str, float]] = field(default_factory=list)  # the step shape (locust_engine.py)
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.load.samples_dir
+
+    @property
+    def workers(self) -> int:
+        return self.load.workers
+
+    @property
+    def mode(self) -> str:
+        return self.load.level.mode
 
     def user_class(self) -> str:
         """The locustfile's user class for the mode and the protocol."""
-        loop = "ClosedLoopUser" if self.mode == "closed" else "OpenLoopUser"
-        return ("Http" + loop) if self.connection.protocol == "http" else loop
+        return USER_CLASSES[(self.load.connection.protocol, self.mode)]
 
     def locust_users(self) -> int:
         """Locust users: N for closed loop; open loop: one rate-sharing user per worker process."""
         if self.mode == "closed":
-            return int(self.users or 1)
+            return int(self.load.level.users or 1)
         return max(1, self.workers)
 
     def config_json(self) -> str:
+        load = self.load
         config: dict[str, Any] = {
-            "target": self.target,
-            "model": self.model,
-            "samples_dir": str(self.samples_dir),
+            "target": load.target,
+            "model": load.model,
+            "samples_dir": str(load.samples_dir),
             "mode": self.mode,
             "users": self.locust_users(),
-            "rate_rps": self.rate_rps,
-            "arrival": self.arrival,
-            "batch_size": self.batch_size,
-            "payload": self.payload,
-            "seed": self.seed,
-            "timeout_s": self.timeout_s,
-            "max_inflight": self.max_inflight,
-            "value_ranges": self.value_ranges,
-            "connections": self.connections,
+            "rate_rps": load.level.rate_rps,
+            "arrival": load.arrival,
+            "batch_size": load.batch_size,
+            "payload": load.payload,
+            "seed": load.seed,
+            "timeout_s": load.timeout_s,
+            "max_inflight": load.max_inflight,
+            "value_ranges": load.value_ranges,
+            "connections": load.connections,
             "ramp": self.ramp,
-            "input_data": self.input_data,
-            **self.connection.to_config(),
+            "input_data": load.input_data,
+            **load.connection.to_config(),
         }
         return json.dumps(config)
 

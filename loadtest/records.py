@@ -1,6 +1,6 @@
 """Step records: turning a measured step (runner.StepOutcome) into a results.StepRecord, and back out.
 
-Shared by `servescope campaign` (campaign.py) and `servescope load` (single.py).
+Written by the step loop (steps.py) that `servescope campaign` and `servescope load` share.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.campaign_config import LoadLevel
-from loadtest.runner import StepOutcome
+from loadtest.step_figures import StepOutcome
 from servescope import results
 from servescope.results import CpuUsage, LoadSpec, ServerSettings, StepRecord
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.procs import child_env
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_EXPORT_ARGS = (
     "--dataset", "synthetic", "--epochs", "1", "--train-samples", "8000", "--test-samples", "500",
@@ -29,8 +31,7 @@ FIXTURE_EXPORT_ARGS = (
 
 def run_export(output: Path, *extra: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
     """`servescope export ... --output OUTPUT` in a child process; returns it finished (any exit code)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env = child_env()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return subprocess.run(
         [sys.executable, "-m", "cli", "export", *extra, "--output", str(output)],

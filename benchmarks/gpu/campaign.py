@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.gpu.budget import Section
+from loadtest.procs import child_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NO_LOCUST = (
@@ -53,8 +53,7 @@ def campaign_yaml(
 
 
 def _cli(args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env = child_env()
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
         cwd=REPO_ROOT,

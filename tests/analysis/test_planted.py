@@ -9,22 +9,21 @@ campaigns of test_real_campaigns.py.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from analysis import analyze_campaign
+from loadtest.procs import child_env
+from loadtest.server_proc import serve_command, spawn_ready, stop_server
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -81,9 +80,7 @@ def planted_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def env() -> dict[str, str]:
-    variables = dict(os.environ)
-    variables["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), variables.get("PYTHONPATH")]))
-    return variables
+    return child_env()
 
 
 def campaign(folder: Path, name: str, body: str, *args: str, pin: str | None = None, nice: int = 0) -> Path:
@@ -226,22 +223,17 @@ def _kill_all(processes: list[subprocess.Popen[bytes]], done: threading.Event) -
 @pytest.fixture
 def serve_process(tmp_path: Path):
     """`servescope serve` pinned to some cores, on free ports; stopped after the test."""
-    started: list[subprocess.Popen[str]] = []
+    started: list[subprocess.Popen[bytes]] = []
 
     def start(repository: Path, model: str, pin: str) -> dict[str, str]:
         ready = tmp_path / f"ready-{len(started)}.json"
         command = [
-            "taskset", "-c", pin, sys.executable, "-m", "cli", "serve", "--model-repository", str(repository),
+            "taskset", "-c", pin, *serve_command(), "serve", "--model-repository", str(repository),
             "--model", model, "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--workers",
             "1", "--ready-file", str(ready),
         ]  # fmt: skip
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env(), stderr=subprocess.DEVNULL, text=True)
+        process, ports, _log = spawn_ready(command, ready, ready.with_suffix(".log"), 120.0)
         started.append(process)
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        ports = json.loads(ready.read_text())
         return {
             "target": f"127.0.0.1:{ports['grpc_port']}",
             "metrics_url": f"http://127.0.0.1:{ports['metrics_port']}/metrics",
@@ -249,9 +241,7 @@ def serve_process(tmp_path: Path):
 
     yield start
     for process in started:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        stop_server(process, grace_s=30.0)
 
 
 def test_the_models_built_here_load(planted_repository: Path) -> None:

@@ -4,10 +4,8 @@ real campaign measured it: the server-side figures from PromQL agree with the ca
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +16,12 @@ import pytest
 
 from analysis import analyze
 from analysis.reader import load_campaign
+from loadtest.procs import child_env, free_port
+from loadtest.server_proc import serve_command, spawn_ready, stop_server
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout_s: float, what: str) -> None:
@@ -42,12 +36,6 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 def stop(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGTERM)
     try:
@@ -60,21 +48,17 @@ def stop(process: subprocess.Popen) -> None:
 @pytest.fixture
 def server(model_repository: Path, tmp_path: Path):
     ready_file = tmp_path / "ready.json"
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--model-repository", str(model_repository),
-         "--model", "sentiment_fp32", "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
-         "--http-port", "0", "--device", "cpu", "--max-queue-delay-us", "1000", "--grace-period-s", "5",
-         "--ready-file", str(ready_file)],
-        cwd=REPO_ROOT, env=child_env(), stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    command = [
+        *serve_command(), "serve", "--model-repository", str(model_repository),
+        "--model", "sentiment_fp32", "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
+        "--http-port", "0", "--device", "cpu", "--max-queue-delay-us", "1000", "--grace-period-s", "5",
+        "--ready-file", str(ready_file),
+    ]  # fmt: skip
+    process, ready, _log = spawn_ready(command, ready_file, tmp_path / "server.log", 120.0)
     try:
-        wait_for(lambda: ready_file.exists() or process.poll() is not None, 120, "the server's ready file")
-        assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-        yield json.loads(ready_file.read_text())
+        yield ready
     finally:
-        stop(process)
-        log.close()
+        stop_server(process)
 
 
 @pytest.fixture

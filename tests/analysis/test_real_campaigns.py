@@ -4,7 +4,6 @@ show one known bottleneck, and the verdict the analysis draws from them."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from analysis import analyze_campaign
+from loadtest.procs import child_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,12 +59,10 @@ def run_campaign(name: str, folder: Path, repository: Path) -> Path:
         f"objective: {{percentile: p99, {objective}}}\n"
     )
     output = folder / f"{name}-campaign"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-m", "cli", "campaign", str(spec), "--output", str(output),
          "--model-repository", str(repository)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return output

@@ -14,13 +14,14 @@ from pathlib import Path
 import psutil
 import pytest
 
+from loadtest.procs import child_env
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = ("--step-duration-s", "1", "--warmup-s", "0.5", "--concurrency", "8")
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env = child_env()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
 

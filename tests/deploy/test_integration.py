@@ -13,10 +13,7 @@ the server exports servescope_gpu_* only where NVML finds one.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +29,8 @@ import numpy as np
 import pytest
 import yaml
 
+from loadtest.procs import free_port
+from loadtest.server_proc import ServerStartError, serve_command, spawn_ready, stop_server
 from servescope.protocol import grpc_service_pb2 as pb
 from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
 
@@ -46,12 +45,6 @@ LOAD_DURATION_S = 6.0
 # Grafana's $__rate_interval is at least 4 scrape intervals; the test scrapes every second.
 RATE_INTERVAL = "10s"
 GPU_METRIC = re.compile(r"servescope_gpu_|gpu:servescope_gpu")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.25):
@@ -73,29 +66,19 @@ def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory):
     """A real server on loopback with free ports; yields {grpc_port, metrics_port, pid}."""
     folder = tmp_path_factory.mktemp("server")
     ready_file = folder / "ready.json"
-    log = (folder / "server.log").open("w")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--model-repository", str(model_repository),
-         "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--http-port", "0",
-         "--device", "cpu", "--grace-period-s", "5", "--ready-file", str(ready_file)],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    command = [
+        *serve_command(), "serve", "--model-repository", str(model_repository),
+        "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--http-port", "0",
+        "--device", "cpu", "--grace-period-s", "5", "--ready-file", str(ready_file),
+    ]  # fmt: skip
     try:
-        wait_for(lambda: ready_file.exists() or process.poll() is not None, 120, "the server's ready file")
-        if process.poll() is not None:
-            tail = (folder / "server.log").read_text()[-3000:]
-            pytest.fail(f"server exited with {process.returncode}: {tail}")
-        yield json.loads(ready_file.read_text())
+        process, ready, _log = spawn_ready(command, ready_file, folder / "server.log", 120.0)
+    except ServerStartError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield ready
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        stop_server(process, grace_s=20.0)
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,14 @@ import pytest
 
 from cli.main import main
 from exporter.datasets import keras_imdb_split, read_imdb_npz
+from loadtest.procs import child_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ERROR_PREFIX = "servescope export: error: "
 
 
 def export(*args: str, timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    env = child_env({"TF_CPP_MIN_LOG_LEVEL": "2"})
     return subprocess.run(
         [sys.executable, "-m", "cli", "export", *args],
         cwd=REPO_ROOT,
@@ -88,7 +89,7 @@ def test_import_is_light() -> None:
         capture_output=True,
         text=True,
         check=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        env=child_env(),
     )
     assert done.stdout.strip() == "[]"
 

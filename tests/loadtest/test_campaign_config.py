@@ -128,3 +128,27 @@ def test_server_settings_become_serve_flags() -> None:
         parse_campaign_config(
             {"models": ["m"], "load": {"concurrency": [1]}, "server": [{"adaptive_delay": "no"}]}
         )
+
+
+def test_ramp_runs_the_levels_of_one_mode_in_one_generator_run() -> None:
+    config = parse_campaign_config({"models": ["m"], "load": {"concurrency": [2, 4], "ramp": True}})
+    assert config.ramp is True and [level.users for level in config.load_levels()] == [2, 4]
+    assert parse_campaign_config({"models": ["m"], "load": {"concurrency": [2]}}).ramp is False
+    with pytest.raises(CampaignConfigError, match=r"load\.ramp: True needs one of load\.concurrency or"):
+        parse_campaign_config({"models": ["m"], "load": {"concurrency": [2], "rates_rps": [5], "ramp": True}})
+    with pytest.raises(CampaignConfigError, match=r"load\.ramp: 'yes' must be true or false"):
+        parse_campaign_config({"models": ["m"], "load": {"concurrency": [2], "ramp": "yes"}})
+
+
+def test_load_engine_is_chosen_by_name_and_an_unknown_one_is_refused() -> None:
+    from loadtest.engine import UnknownEngine, engine
+
+    assert parse_campaign_config({"models": ["m"], "load": {"concurrency": [1]}}).engine == "locust"
+    config = parse_campaign_config({"models": ["m"], "load": {"concurrency": [1], "engine": "locust"}})
+    assert config.engine == "locust" and engine(config.engine).name == "locust"
+    with pytest.raises(CampaignConfigError, match=r"load\.engine: 'jmeter' must be one of locust"):
+        parse_campaign_config({"models": ["m"], "load": {"concurrency": [1], "engine": "jmeter"}})
+    with pytest.raises(
+        UnknownEngine, match=r"load\.engine: 'jmeter' is not a known load engine \(known: locust\)"
+    ):
+        engine("jmeter")

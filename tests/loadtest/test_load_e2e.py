@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtest.locust_run import LocustSettings
+from loadtest.engine import LoadLevel, StepLoad, engine
 from loadtest.procs import REPO_ROOT, child_env, free_port
 from loadtest.runner import StepTiming, run_step
 from loadtest.samples import SAMPLE_DTYPE
 from loadtest.server_proc import ManagedServer
-from loadtest.single import LoadRequest, run_load
 from servescope import results
+from tests.loadtest.load_command import run_load
 
 pytestmark = pytest.mark.slow
 
@@ -24,17 +24,14 @@ pytestmark = pytest.mark.slow
 def test_closed_loop_counts_match_the_server(running_server: ManagedServer, tmp_path: Path) -> None:
     output = tmp_path / "load"
     run_load(
-        LoadRequest(
-            target=running_server.target,
-            model="sentiment_fp32",
-            users=4,
-            rate_rps=None,
-            duration_s=3.0,
-            warmup_s=1.0,
-            metrics_url=running_server.metrics_url,
-        ),
         output,
-        progress=lambda _line: None,
+        target=running_server.target,
+        model="sentiment_fp32",
+        users=4,
+        rate_rps=None,
+        duration_s=3.0,
+        warmup_s=1.0,
+        metrics_url=running_server.metrics_url,
     )
     info = results.read_campaign(output)
     steps, skipped = results.read_steps(output)
@@ -69,18 +66,15 @@ def test_closed_loop_counts_match_the_server(running_server: ManagedServer, tmp_
 def test_open_loop_rate_is_honoured(running_server: ManagedServer, tmp_path: Path) -> None:
     output = tmp_path / "open"
     run_load(
-        LoadRequest(
-            target=running_server.target,
-            model="sentiment_int8",
-            users=None,
-            rate_rps=80.0,
-            arrival="constant",
-            duration_s=3.0,
-            warmup_s=1.0,
-            batch_size=2,
-        ),
         output,
-        progress=lambda _line: None,
+        target=running_server.target,
+        model="sentiment_int8",
+        users=None,
+        rate_rps=80.0,
+        arrival="constant",
+        duration_s=3.0,
+        warmup_s=1.0,
+        batch_size=2,
     )
     step = results.read_steps(output)[0][0]
     assert step.load.mode == "open" and step.load.rate_rps == 80.0 and step.load.arrival == "constant"
@@ -97,18 +91,15 @@ def test_dropped_arrivals_are_counted_apart_from_locust_requests(
     statistics (which a zero response time would pull down) hold only the requests sent."""
     output = tmp_path / "drops"
     run_load(
-        LoadRequest(
-            target=running_server.target,
-            model="sentiment_fp32",
-            users=None,
-            rate_rps=3000.0,
-            arrival="constant",
-            max_inflight=1,
-            duration_s=1.5,
-            warmup_s=0.5,
-        ),
         output,
-        progress=lambda _line: None,
+        target=running_server.target,
+        model="sentiment_fp32",
+        users=None,
+        rate_rps=3000.0,
+        arrival="constant",
+        max_inflight=1,
+        duration_s=1.5,
+        warmup_s=0.5,
     )
     step = results.read_steps(output)[0][0]
     dropped = step.errors_by_code.get("CLIENT_DROPPED", 0)
@@ -124,15 +115,17 @@ def test_dropped_arrivals_are_counted_apart_from_locust_requests(
 
 def test_distributed_mode_totals_add_up(running_server: ManagedServer, tmp_path: Path) -> None:
     samples_dir = tmp_path / "raw"
-    settings = LocustSettings(
+    load = StepLoad(
         target=running_server.target,
         model="sentiment_fp32",
+        levels=[LoadLevel("closed", users=4)],
         samples_dir=samples_dir,
-        users=4,
+        reports_dir=tmp_path / "locust",
+        report_prefix="dist",
         workers=2,
     )
     timing = StepTiming(warmup_s=1.0, window_s=1.0, max_step_s=3.0, fixed=True)
-    outcome = run_step(settings, timing, tmp_path / "locust", "dist", progress=lambda _line: None)
+    outcome = run_step(engine("locust"), load, timing, progress=lambda _line: None)
     per_worker = [
         np.fromfile(path, dtype=SAMPLE_DTYPE).size for path in sorted(samples_dir.glob("samples-*.bin"))
     ]
@@ -149,18 +142,15 @@ def test_distributed_mode_totals_add_up(running_server: ManagedServer, tmp_path:
 def test_ramp_gives_one_record_per_level(running_server: ManagedServer, tmp_path: Path) -> None:
     output = tmp_path / "ramp"
     run_load(
-        LoadRequest(
-            target=running_server.target,
-            model="sentiment_int8",
-            users=4,
-            rate_rps=None,
-            duration_s=1.5,
-            warmup_s=0.5,
-            ramp_steps=2,
-            metrics_url=running_server.metrics_url,
-        ),
         output,
-        progress=lambda _line: None,
+        target=running_server.target,
+        model="sentiment_int8",
+        users=4,
+        rate_rps=None,
+        duration_s=1.5,
+        warmup_s=0.5,
+        ramp_steps=2,
+        metrics_url=running_server.metrics_url,
     )
     steps, _ = results.read_steps(output)
     assert [(s.step_index, s.load.users) for s in steps] == [(0, 2), (1, 4)]

@@ -18,9 +18,9 @@ from loadtest.campaign import CampaignError
 from loadtest.connection import Connection
 from loadtest.procs import REPO_ROOT, child_env
 from loadtest.server_proc import ManagedServer
-from loadtest.single import LoadRequest, run_load
 from servescope import results
 from servescope.corpus import pad_sequences, synthetic_reviews
+from tests.loadtest.load_command import run_load
 
 pytestmark = pytest.mark.slow
 MODEL = "sentiment_fp32"
@@ -37,8 +37,7 @@ def load(
         "probe_requests": 30,
         **extra,
     }
-    run_load(LoadRequest(target=target, model=MODEL, connection=connection, **options), output,
-             progress=lambda _line: None)  # fmt: skip
+    run_load(output, connection, target=target, model=MODEL, **options)
     steps, skipped = results.read_steps(output)
     assert skipped == [] and len(steps) == 1
     return results.read_campaign(output), steps[0]
@@ -77,7 +76,7 @@ def test_streaming_with_input_data_and_headers(running_server: ManagedServer, tm
     assert step.server is not None and step.server.inferences == pytest.approx(
         2 * step.server.requests_by_code["OK"]
     )
-    assert info.target["streaming"] is True and info.config["connection"]["headers"] == {
+    assert info.target["streaming"] is True and info.config["load"]["headers"] == {
         "X-Tenant": "(not recorded)"
     }
     assert info.transport is not None and set(info.transport.p50_s) == {"grpc", "grpc_stream"}

@@ -188,3 +188,15 @@ def test_triton_metrics_map_into_server_deltas() -> None:
     assert gpu is not None and gpu.name == "GPU-1" and gpu.utilization_ratio == pytest.approx(0.4)
     assert gpu.memory_used_bytes == 2e9 and gpu.power_watts == 70
     assert server_deltas(parse_metrics("x_total 1\n"), parse_metrics("x_total 2\n"), "m") is None
+
+
+def test_every_user_class_the_driver_names_is_in_the_locustfile() -> None:
+    """The locustfile cannot be imported here (gevent); its classes are read from its source."""
+    import ast
+
+    from loadtest.locust_run import LOCUSTFILE
+    from loadtest.user_classes import USER_CLASSES
+
+    tree = ast.parse(LOCUSTFILE.read_text())
+    defined = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert set(USER_CLASSES.values()) == defined

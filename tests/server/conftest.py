@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-import json
-import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -24,6 +21,8 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.procs import child_env
+from loadtest.server_proc import ServerStartError, serve_command, wait_ready
 from server.app import Server, ServerOptions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -131,26 +130,24 @@ def start_server(model_repository: Path) -> Iterator[Any]:
 
 
 def _start_serve(repository: Path, ready_file: Path, *extra: str) -> subprocess.Popen[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    """The server's stderr stays a pipe: the process tests read its log from it."""
     command = [
-        sys.executable, "-m", "cli", "serve", "--model-repository", str(repository),
+        *serve_command(), "serve", "--model-repository", str(repository),
         "--model", MODEL, "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0",
         "--metrics-port", "0", "--ready-file", str(ready_file), *extra,
     ]  # fmt: skip
-    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=child_env(), stderr=subprocess.PIPE, text=True)
 
 
 def _wait_ready(process: subprocess.Popen[str], ready_file: Path, timeout_s: float = 90) -> dict[str, int]:
-    deadline = time.monotonic() + timeout_s
-    while not ready_file.exists():
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}: {process.stderr.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("server not ready in time")
-        time.sleep(0.05)
-    return json.loads(ready_file.read_text())
+    def tail() -> str:  # the pipe can be read whole only once the server has exited
+        return process.stderr.read()[-3000:] if process.poll() is not None and process.stderr else ""
+
+    try:
+        return wait_ready(process, ready_file, timeout_s, tail)
+    except ServerStartError as exc:
+        process.kill()
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
