@@ -88,7 +88,7 @@ def package_versions(peer: str, names: list[str]) -> dict[str, str]:
 
 def triton_environment() -> dict[str, str]:
     """Environment for PyTriton: its Python-backend stub must load the libpython of the interpreter
-    whose standard library it uses, not the system one (ECOSYSTEM-FACTS.md), so put the base
+    whose standard library it uses, not the system one (docs/peers.md, Gotchas), so put the base
     interpreter's lib/ first on LD_LIBRARY_PATH when it holds a shared libpython."""
     env = dict(os.environ)
     libdir = sysconfig.get_config_var("LIBDIR")
