@@ -110,7 +110,7 @@ def random_tensor(
     dtype = np.dtype(DATATYPES[spec.datatype])
     if dtype.kind == "b":
         return rng.integers(0, 2, shape).astype(bool)
-    values = rng.standard_normal(shape) if dtype.kind == "f" else rng.integers(1, 10, shape)
+    values: np.ndarray = rng.standard_normal(shape) if dtype.kind == "f" else rng.integers(1, 10, shape)
     low, high = value_range
     if low is not None or high is not None:
         values = np.clip(values, low, high)

@@ -157,7 +157,8 @@ def gpu_usage(snapshots: list[Snapshot]) -> GpuUsage | None:
         return None
     source = source_of(snapshots[-1]) or "servescope"
     names = metrics.GPU_SOURCES[source]
-    utils, used, total, power, gpus = [], [], [], [], set()
+    utils, used, total, power = [], [], [], []
+    gpus: set[str] = set()
     for snap in snapshots:
         per_gpu = {
             gpu: value * names.utilization_scale

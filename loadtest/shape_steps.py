@@ -17,7 +17,10 @@ class StepShape(LoadTestShape):
     abstract = False
 
     def tick(self) -> tuple[int, float] | None:
-        config = json.loads(self.runner.environment.parsed_options.servescope_config)
+        assert self.runner is not None  # Locust sets it before the first tick
+        options = self.runner.environment.parsed_options
+        assert options is not None
+        config = json.loads(options.servescope_config)
         elapsed = self.get_run_time()
         for step in config.get("ramp") or []:
             if elapsed < step["until_s"]:
