@@ -74,6 +74,11 @@ def status_of(exc: BaseException) -> str:
     return exc.status if isinstance(exc, ServingError) else INTERNAL
 
 
+def http_status_of(exc: BaseException) -> int:
+    """The HTTP status an exception ends with on the REST front end; 500 for anything not a domain error."""
+    return exc.http_status if isinstance(exc, ServingError) else HTTP_STATUS[INTERNAL]
+
+
 def client_message(exc: BaseException) -> str:
     """What the client is told: the domain error's message (cut to MESSAGE_LIMIT_CHARS: a status message
     must fit gRPC's metadata limit, or the client gets RESOURCE_EXHAUSTED instead of the real code), or

@@ -25,8 +25,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from server import rest_codec
-from server.dataplane import DataPlane
-from server.errors import InvalidInput, ModelNotFound, ServingError, client_message
+from server.errors import InvalidInput, ModelNotFound, ServingError
+from server.frontend import FrontDoor, FrontEnd
 from servescope import __version__
 
 log = logging.getLogger(__name__)
@@ -67,28 +67,34 @@ def _health(value: bool) -> web.Response:
     return web.Response(status=200 if value else 400)
 
 
-class RestFrontEnd:
-    """KServe v2 REST endpoints over one DataPlane (see the module docstring)."""
+class RestFrontEnd(FrontEnd):
+    """KServe v2 REST endpoints over one worker's FrontDoor (see the module docstring)."""
 
-    def __init__(self, core: DataPlane, live: Callable[[], bool], max_body_bytes: int) -> None:
-        self._core = core
-        self._live = live
-        self._max_body_bytes = max_body_bytes
-        self._runner: web.AppRunner | None = None
+    name = "REST"
 
-    async def start(
+    def __init__(
         self,
+        door: FrontDoor,
         host: str,
         port: int,
+        max_body_bytes: int,
         *,
         reuse_port: bool = False,
         tls: tuple[Path, Path] | None = None,
-    ) -> int:
-        """Listen on host:port (0 picks a free port; reuse_port shares it with other workers); returns it.
-
-        Args:
-            tls: (certificate chain, private key) PEM files: serve HTTPS.
+    ) -> None:
+        """Args:
+        port: 0 picks a free port; reuse_port shares it with the other workers (SO_REUSEPORT).
+        tls: (certificate chain, private key) PEM files: serve HTTPS.
         """
+        self._door = door
+        self._core = door.core
+        self._live = door.live
+        self._host, self._port, self._reuse_port, self._tls = host, port, reuse_port, tls
+        self._max_body_bytes = max_body_bytes
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        """Listen; returns the bound port."""
         app = web.Application(client_max_size=self._max_body_bytes, handler_args={"logger": _AIOHTTP_LOG})
         app.router.add_route("*", "/{path:.*}", self._dispatch)
         self._runner = web.AppRunner(
@@ -100,10 +106,15 @@ class RestFrontEnd:
         )
         await self._runner.setup()
         context = None
-        if tls is not None:
+        if self._tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(str(tls[0]), str(tls[1]))
-        sock = _listening_socket(host, port, reuse_port)
+            context.load_cert_chain(str(self._tls[0]), str(self._tls[1]))
+        try:
+            sock = _listening_socket(self._host, self._port, self._reuse_port)
+        except OSError as exc:
+            raise OSError(
+                f"cannot listen for HTTP on {self._host}:{self._port}: {exc.strerror or exc}"
+            ) from exc
         site = web.SockSite(self._runner, sock, ssl_context=context)
         await site.start()
         return int(sock.getsockname()[1])
@@ -123,13 +134,15 @@ class RestFrontEnd:
             route = self._route(request.method, parts[1:])
             return await route(request, parts[1:])
         except ServingError as exc:
-            return _error(exc.http_status, client_message(exc))
+            refusal = self._door.refusal(exc)
+            return _error(refusal.http_status, refusal.message)
         except web.HTTPException as exc:  # 413 from request.read(), above --max-message-bytes
             return _error(exc.status, _http_message(exc, self._max_body_bytes))
         except (HttpProcessingError, ConnectionError) as exc:  # the body did not arrive as announced
             return _error(400, f"malformed request body: {str(exc).strip()}")
-        except Exception as exc:  # a real fault: fixed message, details logged (client_message)
-            return _error(500, client_message(exc))
+        except Exception as exc:  # a real fault: fixed message, details logged (FrontDoor.refusal)
+            refusal = self._door.refusal(exc)
+            return _error(refusal.http_status, refusal.message)
 
     def _route(self, method: str, parts: list[str]) -> _Handler:
         """The handler for a path below /v2 (its parts) and a method; raises for unknown ones."""
