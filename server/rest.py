@@ -9,6 +9,10 @@ paths and methods answer in the protocol's JSON too, and a request pays one spli
 Requests HTTP itself rejects (a malformed request line, headers over the size limits, a body that does
 not match its Content-Length) get aiohttp's 400 and one warning line in the log, never a traceback; a
 body over --max-message-bytes gets 413.
+
+An infer call passes the worker's admission (frontend.FrontDoor) before its body is read: over
+--max-inflight it is answered 429 with the same message gRPC gives, from a body encoded once, and
+nothing is logged; aiohttp then reads and drops the unread body, so the connection stays open.
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from server import rest_codec
 from server.errors import InvalidInput, ModelNotFound, ServingError
 from server.frontend import FrontDoor, FrontEnd
 from servescope import __version__
+from servescope.status import HTTP_STATUS
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_S = 1.0  # after the drain, how long open connections get to finish before they are closed
 KEEPALIVE_S = 75.0  # an idle keep-alive connection is closed after this long (as nginx does)
+# Over --max-inflight: 429, shed before the body is read.
+SHED_STATUS = HTTP_STATUS["RESOURCE_EXHAUSTED"]
 
 _Handler = Callable[[web.Request, list[str]], Awaitable[web.StreamResponse]]
 
@@ -92,6 +99,7 @@ class RestFrontEnd(FrontEnd):
         self._host, self._port, self._reuse_port, self._tls = host, port, reuse_port, tls
         self._max_body_bytes = max_body_bytes
         self._runner: web.AppRunner | None = None
+        self._shed_cache: tuple[tuple[int, int], bytes] = ((-1, -1), b"")
 
     async def start(self) -> int:
         """Listen; returns the bound port."""
@@ -230,6 +238,24 @@ class RestFrontEnd(FrontEnd):
         return _json(200, rest_codec.repository_index(self._core.repository_index(ready_only)))
 
     async def _infer(self, request: web.Request, parts: list[str]) -> web.Response:
+        """Admitted (FrontDoor) before a byte of the body is read: a shed call costs its answer only."""
+        door = self._door
+        if not door.admit():
+            return web.Response(status=SHED_STATUS, body=self._shed_body(), content_type=rest_codec.JSON_TYPE)
+        try:
+            return await self._admitted_infer(request, parts)
+        finally:
+            door.done()
+
+    def _shed_body(self) -> bytes:
+        """The shed answer's body, encoded once per (in flight, cap): under overload it is always the same."""
+        gate = self._door.admission
+        key = (gate.inflight, gate.max_inflight)
+        if self._shed_cache[0] != key:
+            self._shed_cache = (key, rest_codec.error_body(gate.shed_message()))
+        return self._shed_cache[1]
+
+    async def _admitted_infer(self, request: web.Request, parts: list[str]) -> web.Response:
         model, version = self._model(parts)
         header_length = _header_length(request, model)
         body = await request.read()
