@@ -7,7 +7,8 @@ front end (servicer.py) asks `admit()` and calls `done()`; both are a comparison
 unary call pays nothing measurable for them.
 
 Draining, in the order app.Server.stop runs the phases (docs/server.md, Reliability):
-1. `refuse_streams()`: open streams stop reading, answer what they read, and end with UNAVAILABLE; the
+1. `refuse_streams()`: open streams run nothing more, answer every request they read (in-band refusals
+   for those read from now on), and end with UNAVAILABLE; the
    data plane answers new unary calls UNAVAILABLE ("server is draining").
 2. `hold()`: the last moment before gRPC stops. A call that arrives now waits (`held`), so that every
    client that retries at once is blocked on a call of its own when gRPC's shutdown starts: a call that
@@ -76,7 +77,7 @@ class Admission:
     # ---- streams -----------------------------------------------------------------------------------
 
     def open_stream(self, close: Callable[[], None]) -> None:
-        """A stream started; `close` makes it stop reading (called once when draining begins)."""
+        """A stream started; `close` makes it run nothing more (called once when draining begins)."""
         self._stream_closers.add(close)
         if self.refusing_streams:
             close()
@@ -91,7 +92,7 @@ class Admission:
         return len(self._stream_closers)
 
     def refuse_streams(self) -> None:
-        """Draining: every open stream stops reading, answers what it read and ends."""
+        """Draining: every open stream runs nothing more, answers what it read and ends."""
         self.refusing_streams = True
         for close in list(self._stream_closers):
             close()

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from server import grpc_codec
 from server.admission import SHUTTING_DOWN_MESSAGE, Admission
 from server.dataplane import DataPlane
-from server.errors import InvalidInput, ResponseTooLarge, client_message, status_of
+from server.errors import InvalidInput, ResponseTooLarge, Unavailable, client_message, status_of
 from servescope import __version__
 from servescope.echo import shown
 from servescope.protocol import POOL, SERVICE_NAME
@@ -209,8 +209,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
     ) -> None:
         """Requests of one stream run concurrently (at most stream_max_inflight at once); answers return
-        as they finish, errors in-band. Draining: the stream stops reading, writes the answers of what it
-        read, then ends with UNAVAILABLE saying how many it answered."""
+        as they finish, errors in-band. Draining: the stream runs nothing more, answers every request it
+        read (those read meanwhile with an in-band refusal), then ends with UNAVAILABLE saying how many
+        it answered."""
         gate = self._admission
         if gate.holding:
             await gate.held()
@@ -225,8 +226,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 STREAM_REFUSED_MESSAGE = "server is draining: stream refused, nothing was read; reconnect to another server"
 STREAM_DRAINED_MESSAGE = (
-    "server is draining: stream closed after {} answers; requests without an answer were not run"
+    "server is draining: stream closed after {} answers, one to each request it read; requests without "
+    "an answer were not read and not run"
 )
+STREAM_REQUEST_REFUSED = "server is draining: request refused, it was not run; send it to another server"
 
 
 class _Stream:
@@ -250,16 +253,27 @@ class _Stream:
         self.client_gone = False
 
     def close(self) -> None:
-        """Draining: read no more (what was read is still answered)."""
+        """Draining: run nothing more; what was read is answered, and so is what is read until then.
+
+        The reader is not cancelled: a read cancelled just as its message arrived would lose a request
+        the client wrote and gRPC delivered, unanswered. It goes on reading while the stream still has
+        requests running, and answers each new one at once with an in-band refusal; the stream ends
+        when every request it read has its answer written."""
         self.closed_by_drain = True
-        if self._reader is not None:
-            self._reader.cancel()
+        self._out.put_nowait(None)  # the writer looks at its end condition again
+
+    def _finished(self) -> bool:
+        """Every request read is answered, and no more will be read (end of input, or a drain with
+        nothing left running)."""
+        if self._unanswered:
+            return False
+        return not self._reading or (self.closed_by_drain and self._admitted == 0)
 
     async def run(self) -> None:
         self._reader = asyncio.get_running_loop().create_task(self._read())
         self._gate.open_stream(self.close)
         try:
-            while self._reading or self._unanswered:
+            while not self._finished():
                 item = await self._out.get()
                 if item is None:
                     continue  # the reader stopped: look at the condition again
@@ -291,7 +305,10 @@ class _Stream:
                 if request is grpc.aio.EOF:
                     return
                 self._unanswered += 1
-                self._dispatch(request)
+                if self.closed_by_drain:
+                    self._out.put_nowait((self._failure(request, Unavailable(STREAM_REQUEST_REFUSED)), False))
+                else:
+                    self._dispatch(request)
         except asyncio.CancelledError:
             pass  # draining, or the stream ended
         except Exception:  # the client went away while we read
