@@ -246,6 +246,7 @@ class Server:
 
     async def _listen(self) -> None:
         """Start every front end, noting the ports."""
+        options = self.options
         for front in self.front_ends:
             port = await front.start()
             if front is self._grpc:
@@ -254,27 +255,37 @@ class Server:
                 self.http_port = port
             else:
                 self.metrics_port = port
+        log.info("listening: gRPC %s:%d, REST %s, metrics %s", options.host, self.grpc_port,
+                 f"{options.host}:{self.http_port}" if self.http_port is not None else "off",
+                 f"http://{options.metrics_host or options.host}:{self.metrics_port}/metrics"
+                 if self.metrics_port else "through the supervisor")  # fmt: skip
 
     async def start(self) -> tuple[int, int]:
-        """Listen, load and warm up every model, then turn ready; returns (grpc_port, metrics_port)."""
+        """Listen, load and warm up every model, then turn ready; returns (grpc_port, metrics_port).
+
+        A worker of several (reuse_port) listens only once it is ready: the kernel deals new
+        connections to every socket listening on the shared port, and one dealt to a worker still
+        loading would get "not ready" while the other workers could serve it (the supervisor answers
+        the probes meanwhile). A single server listens first, so that it is live while it loads.
+        """
         options = self.options
         entries = self._select()
         self.core.loading.update(entry.name for entry in entries)
+        listen_first = not options.reuse_port
         try:
-            await self._listen()
+            if listen_first:
+                await self._listen()
             self._monitor.start()
             self._live = True
-            log.info("listening: gRPC %s:%d, REST %s, metrics %s", options.host, self.grpc_port,
-                     f"{options.host}:{self.http_port}" if self.http_port is not None else "off",
-                     f"http://{options.metrics_host or options.host}:{self.metrics_port}/metrics"
-                     if self.metrics_port else "through the supervisor")  # fmt: skip
             await self._load(entries)
             if self._before_ready is not None:
                 await self._before_ready()
+            self.core.ready = True
+            if not listen_first:
+                await self._listen()
         except BaseException:
             await self._abort_start()
             raise
-        self.core.ready = True
         await self._grpc.set_serving(True)
         if options.ready_file is not None:
             write_ready_file(options.ready_file, self.grpc_port, self.metrics_port, self.http_port)
