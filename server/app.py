@@ -33,6 +33,7 @@ from server.loop_monitor import LoopMonitor
 from server.metrics import ServerMetrics
 from server.model import CPU, ModelRunner, RuntimeOptions
 from server.rest import RestFrontEnd
+from server.restricted import Restriction, Restrictions
 from server.servicer import DEFAULT_STREAM_MAX_INFLIGHT
 from server.shared_stats import SharedStats
 from servescope import metrics as contract
@@ -77,6 +78,9 @@ class ServerOptions:
     max_inflight: int | None = None
     stream_max_inflight: int = DEFAULT_STREAM_MAX_INFLIGHT  # requests of one stream read and not answered
     extra_grpc_options: tuple[tuple[str, int], ...] = field(default=())
+    # Restricted endpoint groups (server/restricted.py): --grpc-restricted-protocol, --http-restricted-api.
+    grpc_restricted: tuple[Restriction, ...] = ()
+    http_restricted: tuple[Restriction, ...] = ()
     # Several worker processes (server/supervisor.py): their count, and each worker's own part. A
     # worker shares the gRPC port (SO_REUSEPORT), serves no metrics port (metrics_port None: the
     # supervisor serves the whole server's) and shares its statistics through shared_dir.
@@ -197,7 +201,15 @@ class Server:
         self.http_port: int | None = None
         self.metrics_port = 0
         self._live = False
-        self.door = FrontDoor(self.core, self.admission, lambda: self._live)
+        self.door = FrontDoor(
+            self.core,
+            self.admission,
+            lambda: self._live,
+            {
+                GrpcFrontEnd.name: Restrictions(options.grpc_restricted, "--grpc-restricted-protocol"),
+                RestFrontEnd.name: Restrictions(options.http_restricted, "--http-restricted-api"),
+            },
+        )
         self._grpc, self._rest, self._http = self._front_ends()
         self._stopped = False
 

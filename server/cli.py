@@ -233,6 +233,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="PEM CA certificate(s): require every client to present a certificate signed by one (mutual "
         "TLS; needs --tls-cert and --tls-key); None: clients are not authenticated",
     )
+    restricted = "<group>[,<group>...]:<key>=<value>"
+    add(
+        "--grpc-restricted-protocol",
+        action="append",
+        default=[v for v in [_env("grpc-restricted-protocol", None)] if v],
+        metavar=restricted,
+        help="keep these gRPC endpoint groups (health, metadata, inference, statistics, model-config, "
+        "model-repository, shared-memory, trace) for calls with header triton-grpc-protocol-<key>: <value>, "
+        "as Triton's flag; others get PERMISSION_DENIED; repeatable, a group in one only; default: none",
+    )
+    add(
+        "--http-restricted-api",
+        action="append",
+        default=[v for v in [_env("http-restricted-api", None)] if v],
+        metavar=restricted,
+        help="keep these REST endpoint groups (as --grpc-restricted-protocol) for requests with header "
+        "<key>: <value>; others get 403; repeatable; default: none",
+    )
 
 
 def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions (imported lazily)
@@ -263,6 +281,7 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
     for flag, value, limit in limits:
         if value is not None and int(value) > limit:
             raise UsageError(f"{flag} {value}: above the maximum {limit}")
+    grpc_restricted, http_restricted = _restrictions(args)
     return ServerOptions(
         model_repository=Path(args.model_repository),
         models=tuple(args.models or ()),
@@ -288,7 +307,27 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
         max_inflight=None if args.max_inflight == "auto" else int(args.max_inflight),
         stream_max_inflight=int(args.max_stream_inflight),
         workers=auto_workers(args.device) if args.workers == "auto" else int(args.workers),
+        grpc_restricted=grpc_restricted,
+        http_restricted=http_restricted,
     )
+
+
+def _restrictions(args: argparse.Namespace) -> tuple[tuple, tuple]:
+    """--grpc-restricted-protocol and --http-restricted-api, parsed and checked (the keys never shown)."""
+    from server.restricted import GRPC_HEADER_PREFIX, Restrictions, parse
+
+    parsed = []
+    for flag, values, prefix in (
+        ("--grpc-restricted-protocol", args.grpc_restricted_protocol or [], GRPC_HEADER_PREFIX),
+        ("--http-restricted-api", args.http_restricted_api or [], ""),
+    ):
+        try:
+            restrictions = tuple(parse(value, flag, prefix) for value in values)
+            Restrictions(restrictions, flag)  # a group in two of them
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        parsed.append(restrictions)
+    return parsed[0], parsed[1]
 
 
 def run(args: argparse.Namespace) -> int:

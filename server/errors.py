@@ -41,6 +41,13 @@ class ModelNotFound(ServingError, LookupError):
     http_status = HTTP_STATUS[status]
 
 
+class PermissionDenied(ServingError, PermissionError):
+    """The endpoint's group is restricted and the call lacks its key (server/restricted.py)."""
+
+    status = "PERMISSION_DENIED"
+    http_status = HTTP_STATUS[status]
+
+
 class Unavailable(ServingError, RuntimeError):
     """The server or the model cannot take requests now (not ready yet, or draining)."""
 

@@ -9,7 +9,9 @@ over one `FrontDoor`, which holds the cross-cutting policy every entry passes th
   stream, a REST infer call) is admitted against the worker's in-flight cap or refused at once, before
   its body is read or parsed;
 - the error map (server/errors.py): `door.refusal(exc)` gives the one status (gRPC code name, HTTP status
-  and client message) an exception ends with, whichever front end answers.
+  and client message) an exception ends with, whichever front end answers;
+- restricted endpoint groups (server/restricted.py): `door.restricted(name)` says which of a front end's
+  endpoint groups need a key, checked before admission and before the request is read.
 
 A new front end takes the door in its constructor and calls `admit()` / `done()` around each inference
 entry and `refusal()` for each error; docs/architecture.md ("A new front end") lists the files it touches.
@@ -20,11 +22,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from server.admission import Admission
 from server.dataplane import DataPlane
 from server.errors import client_message, http_status_of, status_of
+from server.restricted import Restrictions
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,12 @@ class FrontDoor:
     core: DataPlane
     admission: Admission
     live: Callable[[], bool]
+    # Restricted endpoint groups (restricted.py) of each front end, by its name ("gRPC", "REST").
+    restrictions: dict[str, Restrictions] = field(default_factory=dict)
+
+    def restricted(self, front_end: str) -> Restrictions:
+        """The restricted groups of one front end (none: an empty, false Restrictions)."""
+        return self.restrictions.get(front_end) or Restrictions()
 
     def admit(self) -> bool:
         """Count one inference entry in, or shed it (False, counted, nothing logged) over the cap."""

@@ -130,7 +130,9 @@ class GrpcFrontEnd(FrontEnd):
         await self.set_serving(False)
         credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         self._server = grpc.aio.server(
-            interceptors=[ErrorStatusInterceptor(door.admission, settings.max_message_bytes)],
+            interceptors=[
+                ErrorStatusInterceptor(door.admission, settings.max_message_bytes, door.restricted(self.name))
+            ],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),

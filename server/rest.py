@@ -29,9 +29,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from server import rest_codec
-from server.errors import InvalidInput, ModelNotFound, ServingError
+from server.errors import InvalidInput, ModelNotFound, PermissionDenied, ServingError
 from server.frontend import FrontDoor, FrontEnd
 from servescope import __version__
+from servescope.echo import shown
 from servescope.status import HTTP_STATUS
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class RestFrontEnd(FrontEnd):
         tls: (certificate chain, private key) PEM files: serve HTTPS.
         """
         self._door = door
+        self._restricted = door.restricted(self.name)
         self._core = door.core
         self._live = door.live
         self._host, self._port, self._reuse_port, self._tls = host, port, reuse_port, tls
@@ -139,7 +141,11 @@ class RestFrontEnd(FrontEnd):
         try:
             if parts[0] != "v2":
                 raise _NotFound(request.path)
-            route = self._route(request.method, parts[1:])
+            group, route = self._route(request.method, parts[1:])
+            if self._restricted:
+                denied = self._restricted.denial(group, request.headers.get)
+                if denied is not None:
+                    raise PermissionDenied(denied)
             return await route(request, parts[1:])
         except ServingError as exc:
             refusal = self._door.refusal(exc)
@@ -152,18 +158,21 @@ class RestFrontEnd(FrontEnd):
             refusal = self._door.refusal(exc)
             return _error(refusal.http_status, refusal.message)
 
-    def _route(self, method: str, parts: list[str]) -> _Handler:
-        """The handler for a path below /v2 (its parts) and a method; raises for unknown ones."""
+    def _route(self, method: str, parts: list[str]) -> tuple[str, _Handler]:
+        """The endpoint group (restricted.py) and handler for a path below /v2 (its parts) and a method;
+        raises for unknown ones."""
         count = len(parts)
         if count == 0 or parts == [""]:
-            return self._allow(method, "GET", self._server_metadata)
+            return "metadata", self._allow(method, "GET", self._server_metadata)
         head = parts[0]
         if head == "health" and count == 2 and parts[1] in ("live", "ready"):
-            return self._allow(method, "GET", self._server_health)
+            return "health", self._allow(method, "GET", self._server_health)
         if head == "repository" and parts[1:] == ["index"]:
-            return self._allow(method, "POST", self._repository_index)
+            return "model-repository", self._allow(method, "POST", self._repository_index)
         if head == "models" and parts[1:] == ["stats"]:
-            return self._allow(method, "GET", self._statistics)
+            return "statistics", self._allow(method, "GET", self._statistics)
+        if head in _UNSERVED_GROUPS:  # Triton's extensions servescope does not serve: still restricted
+            return _UNSERVED_GROUPS[head], _unserved
         if head == "models" and count >= 2:
             # models/{m}[/versions/{v}][/ready|config|stats|infer]
             rest = parts[2:]
@@ -172,16 +181,18 @@ class RestFrontEnd(FrontEnd):
                     raise _NotFound("/v2/" + "/".join(parts))
                 rest = rest[2:]
             action = rest[0] if len(rest) == 1 else ("" if not rest else None)
+            if rest[:1] == ["trace"]:
+                return "trace", _unserved
             handlers = {
-                "": ("GET", self._model_metadata),
-                "ready": ("GET", self._model_ready),
-                "config": ("GET", self._model_config),
-                "stats": ("GET", self._statistics),
-                "infer": ("POST", self._infer),
+                "": ("metadata", "GET", self._model_metadata),
+                "ready": ("health", "GET", self._model_ready),
+                "config": ("model-config", "GET", self._model_config),
+                "stats": ("statistics", "GET", self._statistics),
+                "infer": ("inference", "POST", self._infer),
             }
             if action in handlers:
-                allowed, handler = handlers[action]
-                return self._allow(method, allowed, handler)
+                group, allowed, handler = handlers[action]
+                return group, self._allow(method, allowed, handler)
         raise _NotFound("/v2/" + "/".join(parts))
 
     @staticmethod
@@ -268,6 +279,20 @@ class RestFrontEnd(FrontEnd):
         answer = web.Response(body=payload, content_type=rest_codec.BINARY_TYPE)
         answer.headers[rest_codec.HEADER_LENGTH] = str(json_length)
         return answer
+
+
+# The first path part below /v2 of the Triton extensions servescope does not serve, and their group.
+_UNSERVED_GROUPS = {
+    "systemsharedmemory": "shared-memory",
+    "cudasharedmemory": "shared-memory",
+    "trace": "trace",
+}
+
+
+async def _unserved(request: web.Request, parts: list[str]) -> web.Response:
+    extension = "trace" if "trace" in parts else "shared-memory"
+    path = "/v2/" + "/".join(parts)
+    raise ModelNotFound(f"servescope does not serve Triton's {extension} extension (at {shown(path)})")
 
 
 def _header_length(request: web.Request, model: str) -> int | None:

@@ -18,6 +18,7 @@ from server import grpc_codec
 from server.admission import SHUTTING_DOWN_MESSAGE, Admission
 from server.dataplane import DataPlane
 from server.errors import InvalidInput, ResponseTooLarge, Unavailable, client_message, status_of
+from server.restricted import Restrictions
 from servescope import __version__
 from servescope.echo import shown
 from servescope.protocol import POOL, SERVICE_NAME
@@ -25,6 +26,30 @@ from servescope.protocol import grpc_service_pb2 as pb
 from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
 
 INFER_METHOD = f"/{SERVICE_NAME}/ModelInfer"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+# The restricted endpoint group (server/restricted.py) of each GRPCInferenceService method, as Triton's.
+METHOD_GROUPS = {
+    "ServerLive": "health", "ServerReady": "health", "ModelReady": "health",
+    "ServerMetadata": "metadata", "ModelMetadata": "metadata",
+    "ModelInfer": "inference", "ModelStreamInfer": "inference",
+    "ModelConfig": "model-config", "ModelStatistics": "statistics",
+    "RepositoryIndex": "model-repository", "RepositoryModelLoad": "model-repository",
+    "RepositoryModelUnload": "model-repository",
+    "SystemSharedMemoryStatus": "shared-memory", "SystemSharedMemoryRegister": "shared-memory",
+    "SystemSharedMemoryUnregister": "shared-memory", "CudaSharedMemoryStatus": "shared-memory",
+    "CudaSharedMemoryRegister": "shared-memory", "CudaSharedMemoryUnregister": "shared-memory",
+    "TraceSetting": "trace",
+}  # fmt: skip
+
+
+def method_group(method: str) -> str | None:
+    """The endpoint group of a full gRPC method name; None for reflection (never restricted)."""
+    service, _, name = method.lstrip("/").partition("/")
+    if service == SERVICE_NAME:
+        return METHOD_GROUPS.get(name)
+    return "health" if service == HEALTH_SERVICE else None
+
+
 DEFAULT_STREAM_MAX_INFLIGHT = 16
 DEFAULT_MAX_SEND_BYTES = 64 * 1024 * 1024
 
@@ -58,9 +83,13 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(
-        self, admission: Admission | None = None, max_send_bytes: int = DEFAULT_MAX_SEND_BYTES
+        self,
+        admission: Admission | None = None,
+        max_send_bytes: int = DEFAULT_MAX_SEND_BYTES,
+        restrictions: Restrictions | None = None,
     ) -> None:
         self._admission = admission if admission is not None else Admission(0)
+        self._restrictions = restrictions if restrictions else None
         self._max_send_bytes = max_send_bytes
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
         gate = self._admission
@@ -83,6 +112,10 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
+        if self._restrictions is not None:
+            denied = await self._denied(handler_call_details, continuation)
+            if denied is not None:
+                return denied
         gate = self._admission
         gate.calls_seen += 1
         if gate.holding:
@@ -102,6 +135,33 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
         )
         self._wrapped[method] = wrapped
         return wrapped
+
+    async def _denied(
+        self,
+        details: grpc.HandlerCallDetails,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+    ) -> grpc.RpcMethodHandler | None:
+        """A handler answering PERMISSION_DENIED (reading nothing) when the method's group is restricted
+        and the call lacks its key; None when the call may go on."""
+        group = method_group(details.method)
+        if group is None or self._restrictions is None:
+            return None
+        metadata = details.invocation_metadata or ()
+        message = self._restrictions.denial(
+            group, lambda key: next((value for name, value in metadata if name == key), None)
+        )
+        if message is None:
+            return None
+        handler = await continuation(details)
+
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
+
+        if handler is not None and handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(deny)
+        if handler is not None and handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(deny)
+        return grpc.unary_unary_rpc_method_handler(deny)
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> Callable[..., Awaitable[bytes]]:
         behavior, serialize = handler.unary_unary, handler.response_serializer
