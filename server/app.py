@@ -23,7 +23,13 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from server.admission import Admission
-from server.batcher import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_QUEUE_DELAY_US, BatchSettings
+from server.batcher import (
+    MAX_BATCH_SIZE,
+    MAX_INSTANCES,
+    MAX_QUEUE_DELAY_US,
+    MAX_QUEUE_TIMEOUT_US,
+    BatchSettings,
+)
 from server.dataplane import DataPlane
 from server.frontend import FrontDoor, FrontEnd
 from server.gpu import gpu_count
@@ -103,12 +109,21 @@ def _check_config(entry: ModelEntry) -> None:
          MAX_QUEUE_DELAY_US),
         ("dynamic_batching.default_queue_policy.max_queue_size", dynamic.default_queue_policy.max_queue_size,
          0, None),
+        ("dynamic_batching.default_queue_policy.default_timeout_microseconds",
+         dynamic.default_queue_policy.default_timeout_microseconds, 0, MAX_QUEUE_TIMEOUT_US),
         *(("dynamic_batching.preferred_batch_size", size, 1, None) for size in dynamic.preferred_batch_size),
     ]  # fmt: skip
     for field_name, value, low, high in checks:
         if value < low or (high is not None and value > high):
             allowed = f"{low}..{high}" if high is not None else f">= {low}"
             raise RepositoryError(f"{path}: {field_name} {value} is outside {allowed}")
+    policy = dynamic.default_queue_policy
+    if policy.timeout_action != policy.REJECT and (policy.default_timeout_microseconds or
+                                                   policy.allow_timeout_override):  # fmt: skip
+        raise RepositoryError(
+            f"{path}: dynamic_batching.default_queue_policy.timeout_action DELAY is not supported "
+            "(REJECT only: a request past its queue timeout is refused, never run late)"
+        )
 
 
 def auto_max_inflight(settings: list[BatchSettings]) -> int:
@@ -145,6 +160,8 @@ def batch_settings(entry: ModelEntry, options: ServerOptions) -> BatchSettings:
         max_concurrent_batches=instances,
         batching=batching,
         adaptive_delay=options.adaptive_delay,
+        queue_timeout_us=int(dynamic.default_queue_policy.default_timeout_microseconds),
+        allow_timeout_override=bool(dynamic.default_queue_policy.allow_timeout_override),
     )
 
 
