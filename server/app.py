@@ -72,6 +72,7 @@ class ServerOptions:
     batching: bool = True
     adaptive_delay: bool = True
     max_queue_size: int | None = None
+    queue_timeout_us: int | None = None  # None: config.pbtxt's default_queue_policy; 0: no timeout
     instances: int | None = None
     intra_op_threads: int = 0
     grace_period_s: float = 30.0
@@ -160,7 +161,11 @@ def batch_settings(entry: ModelEntry, options: ServerOptions) -> BatchSettings:
         max_concurrent_batches=instances,
         batching=batching,
         adaptive_delay=options.adaptive_delay,
-        queue_timeout_us=int(dynamic.default_queue_policy.default_timeout_microseconds),
+        queue_timeout_us=int(
+            dynamic.default_queue_policy.default_timeout_microseconds
+            if options.queue_timeout_us is None
+            else options.queue_timeout_us
+        ),
         allow_timeout_override=bool(dynamic.default_queue_policy.allow_timeout_override),
     )
 
@@ -341,10 +346,11 @@ class Server:
             loaded.append(settings)
             log.info(
                 "model %s version %s on %s: max_batch_size %d, batching %s, delay %d us, preferred %s, "
-                "max_queue_size %d, instances %d",
+                "max_queue_size %d, queue timeout %s, instances %d",
                 entry.name, runner.version, runner.provider, settings.max_batch_size,
                 "on" if settings.batching else "off", settings.max_queue_delay_us,
                 list(settings.preferred_batch_sizes), settings.max_queue_size,
+                f"{settings.queue_timeout_us} us" if settings.queue_timeout_us else "none",
                 settings.max_concurrent_batches,
             )  # fmt: skip
         if options.max_inflight is None:

@@ -213,6 +213,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "batches hold, 1024 for an unbounded queue, plus 64; 0: no cap)",
     )
     add(
+        "--queue-timeout-us",
+        type=_non_negative,
+        default=_env("queue-timeout-us", None),
+        help="a request still queued this long is refused UNAVAILABLE and never run (every model; 0: no "
+        "timeout; default: config dynamic_batching.default_queue_policy.default_timeout_microseconds)",
+    )
+    add(
         "--max-stream-inflight",
         type=_positive,
         default=_env("max-stream-inflight", "16"),
@@ -273,11 +280,12 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
     for flag, path in tls_files:
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{flag} {path}: no such file")
-    from server.batcher import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_QUEUE_DELAY_US
+    from server.batcher import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_QUEUE_DELAY_US, MAX_QUEUE_TIMEOUT_US
 
     limits = (("--max-batch-size", args.max_batch_size, MAX_BATCH_SIZE),
               ("--max-queue-delay-us", args.max_queue_delay_us, MAX_QUEUE_DELAY_US),
-              ("--instances", args.instances, MAX_INSTANCES))  # fmt: skip
+              ("--instances", args.instances, MAX_INSTANCES),
+              ("--queue-timeout-us", args.queue_timeout_us, MAX_QUEUE_TIMEOUT_US))  # fmt: skip
     for flag, value, limit in limits:
         if value is not None and int(value) > limit:
             raise UsageError(f"{flag} {value}: above the maximum {limit}")
@@ -296,6 +304,7 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
         batching=not args.no_batching,
         adaptive_delay=not args.no_adaptive_delay,
         max_queue_size=args.max_queue_size,
+        queue_timeout_us=args.queue_timeout_us,
         instances=args.instances,
         intra_op_threads=args.intra_op_threads,
         grace_period_s=args.grace_period_s,

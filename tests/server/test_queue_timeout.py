@@ -125,3 +125,36 @@ def test_timeout_action_delay_is_refused_at_start_naming_the_file(timeout_reposi
     with pytest.raises(RepositoryError, match="timeout_action DELAY is not supported") as raised:
         batch_settings(entry, ServerOptions(model_repository=timeout_repository))
     assert str(config) in str(raised.value)
+
+
+def test_the_flag_sets_every_model_s_queue_timeout(model_repository: Path, tmp_path: Path) -> None:
+    import argparse
+
+    from server.cli import add_arguments, options_from_args
+    from servescope.errors import UsageError
+    from tests.server.conftest import RunningServer, server_options
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--model-repository", str(tmp_path)]
+    flagged = options_from_args(parser.parse_args([*base, "--queue-timeout-us", "20000"]))
+    assert flagged.queue_timeout_us == 20000
+    assert options_from_args(parser.parse_args(base)).queue_timeout_us is None  # as config.pbtxt says
+    with pytest.raises(UsageError, match="--queue-timeout-us 3600000001: above the maximum 3600000000"):
+        options_from_args(parser.parse_args([*base, "--queue-timeout-us", "3600000001"]))
+    running = RunningServer(
+        server_options(
+            model_repository, models=(MODEL,), max_queue_delay_us=500_000, adaptive_delay=False,
+            queue_timeout_us=50_000,
+        )
+    )  # fmt: skip
+    try:
+        inputs = [grpcclient.InferInput("tokens", [1, 100], "INT32")]
+        inputs[0].set_data_from_numpy(np.ones((1, 100), np.int32))
+        with grpcclient.InferenceServerClient(running.target) as client:
+            with pytest.raises(InferenceServerException) as raised:
+                client.infer(MODEL, inputs, timeout=10_000)  # no override: config.pbtxt does not allow it
+            assert raised.value.status() == "StatusCode.UNAVAILABLE"
+            assert "past its queue timeout of 50000 us" in raised.value.message()
+    finally:
+        running.close()
