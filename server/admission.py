@@ -1,10 +1,11 @@
 """Admission of inference calls at the front door of one worker: the in-flight cap and the drain phases.
 
-Nothing is buffered without bound: at most `max_inflight` inference calls (unary ModelInfer calls, and
-stream requests read but not yet answered) are inside a worker at once; one more is shed at once with
-RESOURCE_EXHAUSTED, before its bytes are even parsed, and counted (servescope_calls_shed_total). The
-front end (servicer.py) asks `admit()` and calls `done()`; both are a comparison and an addition, so a
-unary call pays nothing measurable for them.
+Nothing is buffered without bound: at most `max_inflight` inference calls (unary ModelInfer calls,
+stream requests read but not yet answered, REST infer calls) are inside a worker at once; one more is
+shed at once with RESOURCE_EXHAUSTED (REST: 429), before its bytes are even parsed, and counted
+(servescope_calls_shed_total). Every front end reaches it through its FrontDoor (frontend.py), asking
+`admit()` and calling `done()`; both are a comparison and an addition, so a call pays nothing
+measurable for them.
 
 Draining, in the order app.Server.stop runs the phases (docs/server.md, Reliability):
 1. `refuse_streams()`: open streams run nothing more, answer every request they read (in-band refusals

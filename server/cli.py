@@ -208,8 +208,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_auto_or_non_negative,
         default=_env("max-inflight", "auto"),
         metavar="N|auto",
-        help="inference calls (unary, and stream requests not yet answered) in flight per worker; more are "
-        "refused at once with RESOURCE_EXHAUSTED before being read (auto: what the models' queues and "
+        help="inference calls (unary, stream requests not yet answered, REST infer) in flight per worker; "
+        "more are refused at once with RESOURCE_EXHAUSTED (REST: 429) before being read (auto: what the "
+        "models' queues and "
         "batches hold, 1024 for an unbounded queue, plus 64; 0: no cap)",
     )
     add(
