@@ -6,13 +6,17 @@ each client count. Two client behaviours after a RESOURCE_EXHAUSTED answer:
   tight    send the next call at once (the worst case: every refusal comes straight back);
   backoff  wait a random time up to a backoff that starts at 50 ms and doubles up to 1 s, reset by an
            OK answer (what gRPC's retry guidance asks of clients).
-Prints p50/p99 of the accepted calls as the clients saw them, the same inside the server (its
-servescope_request_duration_seconds between two scrapes: from the data plane taking the request to the
-answer; mean, and p99 as the histogram bucket bound it falls in), the answers by status code, and the
-server's RSS.
+`--transport rest` does the same over KServe v2 REST (aiohttp, one keep-alive connection per client, binary
+tensors); a 429 answer stands for RESOURCE_EXHAUSTED. `--server-root DIR` runs the server from another
+checkout (a before/after with the same clients). Prints p50/p99 of the accepted calls as the clients saw
+them, the same inside the server (its servescope_request_duration_seconds between two scrapes: from the
+data plane taking the request to the answer; mean, and p99 as the histogram bucket bound it falls in), the
+answers by status code, and the server's RSS.
 
     .venv/bin/python benchmarks/overload.py --model-repository models --clients 32,256 --retry tight
     .venv/bin/python benchmarks/overload.py --model-repository models --retry backoff --duration-s 60
+    .venv/bin/python benchmarks/overload.py --model-repository models --transport rest --clients 32,256 \
+        --serve-flag=--max-inflight=16
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.lean_client import INFER_METHOD, build_requests, channel_options  # noqa: E402
+from benchmarks.lean_client import INFER_METHOD, build_requests, channel_options, rest_bodies  # noqa: E402
 from loadtest import scrape  # noqa: E402
 from loadtest.server_proc import ServerStartError, serve_command, spawn_ready, stop_server  # noqa: E402
 from servescope import metrics as contract  # noqa: E402
+from servescope.status import grpc_name_of_http  # noqa: E402
 
 MODEL = "sentiment_fp32"
 BACKOFF_START_S, BACKOFF_MAX_S = 0.05, 1.0
@@ -136,33 +141,86 @@ async def run_clients(
     return result
 
 
+async def run_rest_clients(
+    target: str,
+    *,
+    clients: int,
+    duration_s: float,
+    warmup_s: float = 2.0,
+    retry: str = "backoff",
+    model: str = MODEL,
+) -> OverloadResult:
+    """As run_clients, over KServe v2 REST: each client its own keep-alive connection."""
+    import aiohttp
+
+    if retry not in ("tight", "backoff"):
+        raise ValueError(f"retry must be tight or backoff, got {retry!r}")
+    bodies = rest_bodies(model)
+    url = f"http://{target}/v2/models/{model}/infer"
+    result = OverloadResult(clients, retry, duration_s)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
+        measure_from_s = time.perf_counter() + warmup_s
+        stop_s = measure_from_s + duration_s
+
+        async def client(index: int) -> None:
+            rng = random.Random(index)
+            body, headers = bodies[index % len(bodies)]
+            backoff_s = BACKOFF_START_S
+            while (sent_s := time.perf_counter()) < stop_s:
+                try:
+                    async with session.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        code = grpc_name_of_http(response.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    code = type(exc).__name__
+                done_s = time.perf_counter()
+                if sent_s >= measure_from_s and done_s <= stop_s:
+                    result.codes[code] += 1
+                    if code == "OK":
+                        result.latencies_s.append(done_s - sent_s)
+                if code == "OK":
+                    backoff_s = BACKOFF_START_S
+                elif retry == "backoff":
+                    await asyncio.sleep(rng.uniform(0, backoff_s))
+                    backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+    return result
+
+
 class ServeProcess:
     """`servescope serve` in a child process, one model, free ports, until stop()."""
 
     metrics_url: str
 
-    def __init__(self, repository: Path, extra: list[str]) -> None:
+    def __init__(self, repository: Path, extra: list[str], root: Path = REPO_ROOT) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="servescope-overload-")
         ready_file = Path(self._folder.name) / "ready.json"
         command = [
             *serve_command(), "serve", "--model-repository", str(repository), "--model", MODEL,
-            "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--ready-file", str(ready_file),
+            "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0",
+            "--ready-file", str(ready_file),
             *extra,
         ]  # fmt: skip
         try:
             self.process, ready, _log = spawn_ready(
-                command, ready_file, ready_file.with_name("server.log"), 120.0
+                command, ready_file, ready_file.with_name("server.log"), 120.0, root=root
             )
         except ServerStartError as exc:
             self._folder.cleanup()
             raise RuntimeError(f"servescope serve did not start: {exc}") from exc
         self.target = f"127.0.0.1:{ready['grpc_port']}"
+        self.http_target = f"127.0.0.1:{ready['http_port']}"
         self.metrics_url = f"http://127.0.0.1:{ready['metrics_port']}/metrics"
 
-    def measure(self, **run: object) -> OverloadResult:
-        """run_clients(...) against this server, with its server-side latency filled in."""
+    def measure(self, transport: str = "grpc", **run: object) -> OverloadResult:
+        """run_clients(...) (or run_rest_clients) against this server, with its server-side latency."""
         before = scrape.scrape(self.metrics_url)
-        result = asyncio.run(run_clients(self.target, **run))  # type: ignore[arg-type]
+        if transport == "rest":
+            result = asyncio.run(run_rest_clients(self.http_target, **run))  # type: ignore[arg-type]
+        else:
+            result = asyncio.run(run_clients(self.target, **run))  # type: ignore[arg-type]
         result.server_mean_ms, result.server_p99_ms = server_latency(before, scrape.scrape(self.metrics_url))
         return result
 
@@ -186,18 +244,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--duration-s", type=float, default=20.0, help="measured seconds per client count")
     parser.add_argument("--retry", choices=["tight", "backoff"], default="tight")
+    parser.add_argument("--transport", choices=["grpc", "rest"], default="grpc")
+    parser.add_argument(
+        "--server-root", type=Path, default=REPO_ROOT, help="run the server from this checkout"
+    )
     parser.add_argument("--max-queue-size", type=int, default=8)
     parser.add_argument("--serve-flag", action="append", default=[], help="another servescope serve flag")
     args = parser.parse_args(argv)
     server = ServeProcess(
         args.model_repository,
         ["--workers", "1", "--max-queue-size", str(args.max_queue_size), *args.serve_flag],
+        args.server_root,
     )
     try:
         for clients in (int(c) for c in args.clients.split(",")):
             rss_before = server.rss_bytes()
-            result = server.measure(clients=clients, duration_s=args.duration_s, retry=args.retry)
+            result = server.measure(
+                args.transport, clients=clients, duration_s=args.duration_s, retry=args.retry
+            )
             row = {
+                "transport": args.transport,
                 **result.summary(),
                 "rss_mb": [round(rss_before / 2**20), round(server.rss_bytes() / 2**20)],
             }

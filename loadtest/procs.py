@@ -18,18 +18,23 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for children: the repository root importable, whatever the install mode."""
+def child_env(extra: dict[str, str] | None = None, root: Path = REPO_ROOT) -> dict[str, str]:
+    """The environment for children: the repository root (or another checkout's) importable, whatever
+    the install mode."""
     env = dict(os.environ)
     path = env.get("PYTHONPATH", "")
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
+    env["PYTHONPATH"] = str(root) + (os.pathsep + path if path else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     if extra:
         env.update(extra)
     return env
 
 
-def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None, root: Path = REPO_ROOT
+) -> subprocess.Popen[bytes]:
+    """Start args in their own process group in `root` (this checkout, or another one's: `python -m`
+    imports from the working folder first), output appended to log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -37,8 +42,8 @@ def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) ->
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env or child_env(),
-            cwd=str(REPO_ROOT),
+            env=env or child_env(root=root),
+            cwd=str(root),
             start_new_session=True,
         )
 

@@ -97,17 +97,22 @@ def start_server(
 
 
 def spawn_ready(
-    args: list[str], ready_file: Path, log_path: Path, timeout_s: float = READY_TIMEOUT_S
+    args: list[str],
+    ready_file: Path,
+    log_path: Path,
+    timeout_s: float = READY_TIMEOUT_S,
+    root: Path = procs.REPO_ROOT,
 ) -> tuple[subprocess.Popen[bytes], dict[str, Any], Path]:
     """Start a server command (it must write `ready_file`) in its own process group, its output in
     log_path, and wait for the file. Returns the process, the ready file's content and the log path.
+    `root`: the checkout whose code runs (another one's for a before/after benchmark).
 
     Raises:
         ServerStartError: it exited, or was not ready within timeout_s (its last log lines attached); the
             process is stopped.
     """
     ready_file.unlink(missing_ok=True)
-    proc = procs.spawn(args, log_path)
+    proc = procs.spawn(args, log_path, root=root)
     try:
         return proc, wait_ready(proc, ready_file, timeout_s, lambda: _tail(log_path)), log_path
     except BaseException:  # not ready, or Ctrl-C while waiting: never leave the server behind

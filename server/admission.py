@@ -1,13 +1,15 @@
 """Admission of inference calls at the front door of one worker: the in-flight cap and the drain phases.
 
-Nothing is buffered without bound: at most `max_inflight` inference calls (unary ModelInfer calls, and
-stream requests read but not yet answered) are inside a worker at once; one more is shed at once with
-RESOURCE_EXHAUSTED, before its bytes are even parsed, and counted (servescope_calls_shed_total). The
-front end (servicer.py) asks `admit()` and calls `done()`; both are a comparison and an addition, so a
-unary call pays nothing measurable for them.
+Nothing is buffered without bound: at most `max_inflight` inference calls (unary ModelInfer calls,
+stream requests read but not yet answered, REST infer calls) are inside a worker at once; one more is
+shed at once with RESOURCE_EXHAUSTED (REST: 429), before its bytes are even parsed, and counted
+(servescope_calls_shed_total). Every front end reaches it through its FrontDoor (frontend.py), asking
+`admit()` and calling `done()`; both are a comparison and an addition, so a call pays nothing
+measurable for them.
 
 Draining, in the order app.Server.stop runs the phases (docs/server.md, Reliability):
-1. `refuse_streams()`: open streams stop reading, answer what they read, and end with UNAVAILABLE; the
+1. `refuse_streams()`: open streams run nothing more, answer every request they read (in-band refusals
+   for those read from now on), and end with UNAVAILABLE; the
    data plane answers new unary calls UNAVAILABLE ("server is draining").
 2. `hold()`: the last moment before gRPC stops. A call that arrives now waits (`held`), so that every
    client that retries at once is blocked on a call of its own when gRPC's shutdown starts: a call that
@@ -76,7 +78,7 @@ class Admission:
     # ---- streams -----------------------------------------------------------------------------------
 
     def open_stream(self, close: Callable[[], None]) -> None:
-        """A stream started; `close` makes it stop reading (called once when draining begins)."""
+        """A stream started; `close` makes it run nothing more (called once when draining begins)."""
         self._stream_closers.add(close)
         if self.refusing_streams:
             close()
@@ -91,7 +93,7 @@ class Admission:
         return len(self._stream_closers)
 
     def refuse_streams(self) -> None:
-        """Draining: every open stream stops reading, answers what it read and ends."""
+        """Draining: every open stream runs nothing more, answers what it read and ends."""
         self.refusing_streams = True
         for close in list(self._stream_closers):
             close()

@@ -1,8 +1,9 @@
-"""Server lifecycle: load and warm up, listen (gRPC, KServe v2 REST, metrics HTTP), become ready, drain, stop.
+"""Server lifecycle: listen (its front ends), load and warm up, become ready, drain, stop.
 
 `Server(options)` is usable in-process (tests, the load tester, the demo): `await server.start()`
 returns the bound gRPC and metrics ports (`server.http_port` is the REST one), `await server.stop()`
-drains and stops. gRPC and REST run in the same event loop over the same data plane. `serve(options)`
+drains and stops. The front ends (gRPC, REST, metrics HTTP: frontend.py) run in the same event loop
+over the same data plane. `serve(options)`
 runs it until SIGTERM or SIGINT for the command line.
 """
 
@@ -19,30 +20,29 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
 
 from server.admission import Admission
-from server.batcher import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_QUEUE_DELAY_US, BatchSettings
+from server.batcher import (
+    MAX_BATCH_SIZE,
+    MAX_INSTANCES,
+    MAX_QUEUE_DELAY_US,
+    MAX_QUEUE_TIMEOUT_US,
+    BatchSettings,
+)
 from server.dataplane import DataPlane
+from server.frontend import FrontDoor, FrontEnd
 from server.gpu import gpu_count
+from server.grpc_frontend import GrpcFrontEnd, GrpcSettings
 from server.http import MetricsHttpServer
 from server.loop_monitor import LoopMonitor
 from server.metrics import ServerMetrics
 from server.model import CPU, ModelRunner, RuntimeOptions
 from server.rest import RestFrontEnd
-from server.servicer import (
-    DEFAULT_STREAM_MAX_INFLIGHT,
-    ErrorStatusInterceptor,
-    InferenceServicer,
-    add_to_server,
-)
+from server.restricted import Restriction, Restrictions
+from server.servicer import DEFAULT_STREAM_MAX_INFLIGHT
 from server.shared_stats import SharedStats
 from servescope import metrics as contract
-from servescope.protocol import POOL, SERVICE_NAME
 from servescope.repository import CONFIG_FILE, ModelEntry, RepositoryError, list_models
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,6 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # being decoded or answered: the models' queue policy decides first, the cap only bounds the rest.
 UNBOUNDED_QUEUE_ALLOWANCE = 1024
 INFLIGHT_SLACK = 64
-# Draining (docs/server.md, Reliability): after the accepted calls finished, new calls are still
-# refused for DRAIN_LINGER_S (clients see UNAVAILABLE and go elsewhere); if calls still came in
-# meanwhile, new ones are then held for DRAIN_HOLD_S (so that every client that retries at once waits
-# on a call of its own when gRPC's shutdown starts) and answered UNAVAILABLE DRAIN_GOAWAY_S after the
-# shutdown started (its GOAWAY has reached the clients).
-DRAIN_LINGER_S = 0.25
-DRAIN_HOLD_S = 0.25
-DRAIN_GOAWAY_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -80,6 +72,7 @@ class ServerOptions:
     batching: bool = True
     adaptive_delay: bool = True
     max_queue_size: int | None = None
+    queue_timeout_us: int | None = None  # None: config.pbtxt's default_queue_policy; 0: no timeout
     instances: int | None = None
     intra_op_threads: int = 0
     grace_period_s: float = 30.0
@@ -92,6 +85,9 @@ class ServerOptions:
     max_inflight: int | None = None
     stream_max_inflight: int = DEFAULT_STREAM_MAX_INFLIGHT  # requests of one stream read and not answered
     extra_grpc_options: tuple[tuple[str, int], ...] = field(default=())
+    # Restricted endpoint groups (server/restricted.py): --grpc-restricted-protocol, --http-restricted-api.
+    grpc_restricted: tuple[Restriction, ...] = ()
+    http_restricted: tuple[Restriction, ...] = ()
     # Several worker processes (server/supervisor.py): their count, and each worker's own part. A
     # worker shares the gRPC port (SO_REUSEPORT), serves no metrics port (metrics_port None: the
     # supervisor serves the whole server's) and shares its statistics through shared_dir.
@@ -114,12 +110,21 @@ def _check_config(entry: ModelEntry) -> None:
          MAX_QUEUE_DELAY_US),
         ("dynamic_batching.default_queue_policy.max_queue_size", dynamic.default_queue_policy.max_queue_size,
          0, None),
+        ("dynamic_batching.default_queue_policy.default_timeout_microseconds",
+         dynamic.default_queue_policy.default_timeout_microseconds, 0, MAX_QUEUE_TIMEOUT_US),
         *(("dynamic_batching.preferred_batch_size", size, 1, None) for size in dynamic.preferred_batch_size),
     ]  # fmt: skip
     for field_name, value, low, high in checks:
         if value < low or (high is not None and value > high):
             allowed = f"{low}..{high}" if high is not None else f">= {low}"
             raise RepositoryError(f"{path}: {field_name} {value} is outside {allowed}")
+    policy = dynamic.default_queue_policy
+    if policy.timeout_action != policy.REJECT and (policy.default_timeout_microseconds or
+                                                   policy.allow_timeout_override):  # fmt: skip
+        raise RepositoryError(
+            f"{path}: dynamic_batching.default_queue_policy.timeout_action DELAY is not supported "
+            "(REJECT only: a request past its queue timeout is refused, never run late)"
+        )
 
 
 def auto_max_inflight(settings: list[BatchSettings]) -> int:
@@ -156,47 +161,12 @@ def batch_settings(entry: ModelEntry, options: ServerOptions) -> BatchSettings:
         max_concurrent_batches=instances,
         batching=batching,
         adaptive_delay=options.adaptive_delay,
-    )
-
-
-def server_credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
-    """TLS credentials from --tls-cert / --tls-key (and --tls-client-ca), checked first with the ssl
-    module: gRPC itself reports a garbage certificate or key only as "Failed to bind to address".
-
-    Raises ValueError naming the file and what is wrong with it.
-    """
-    import ssl
-
-    cert, key, client_ca = options.tls_cert, options.tls_key, options.tls_client_ca
-    if not (cert or key or client_ca):
-        return None
-    if not (cert and key):
-        raise ValueError("--tls-cert and --tls-key must be given together (and --tls-client-ca needs both)")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_cert_chain(cert, key)
-    except ssl.SSLError as exc:
-        raise ValueError(
-            f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate chain and its private key "
-            f"({exc.reason or exc})"
-        ) from exc
-    except OSError as exc:
-        raise ValueError(f"--tls-cert {cert} / --tls-key {key}: cannot read: {exc.strerror}") from exc
-    ca_bytes = None
-    if client_ca is not None:
-        try:
-            context.load_verify_locations(cafile=client_ca)
-            ca_bytes = client_ca.read_bytes()
-        except ssl.SSLError as exc:
-            raise ValueError(
-                f"--tls-client-ca {client_ca}: not a PEM CA certificate ({exc.reason or exc})"
-            ) from exc
-        except OSError as exc:
-            raise ValueError(f"--tls-client-ca {client_ca}: cannot read: {exc.strerror}") from exc
-    return grpc.ssl_server_credentials(
-        [(key.read_bytes(), cert.read_bytes())],
-        root_certificates=ca_bytes,
-        require_client_auth=ca_bytes is not None,
+        queue_timeout_us=int(
+            dynamic.default_queue_policy.default_timeout_microseconds
+            if options.queue_timeout_us is None
+            else options.queue_timeout_us
+        ),
+        allow_timeout_override=bool(dynamic.default_queue_policy.allow_timeout_override),
     )
 
 
@@ -212,25 +182,9 @@ def write_ready_file(path: Path, grpc_port: int, metrics_port: int, http_port: i
     os.replace(handle.name, path)
 
 
-def reflection_pool() -> descriptor_pool.DescriptorPool:
-    """Every served service's descriptors in one pool, for server reflection.
-
-    The protocol lives in servescope's private pool (POOL) and health and reflection in protobuf's
-    default pool; reflection answers from a single pool, so they are copied into a fresh one.
-    """
-    pool = descriptor_pool.DescriptorPool()
-    for file in (
-        POOL.FindFileByName("servescope/protocol/model_config.proto"),
-        POOL.FindFileByName("servescope/protocol/grpc_service.proto"),
-        health_pb2.DESCRIPTOR,
-        reflection_pb2.DESCRIPTOR,
-    ):
-        pool.Add(descriptor_pb2.FileDescriptorProto.FromString(file.serialized_pb))
-    return pool
-
-
 class Server:
-    """One servescope server: models, gRPC service, health, reflection, metrics HTTP."""
+    """One servescope worker: models, and its front ends (gRPC with health and reflection, REST, metrics
+    HTTP) over one FrontDoor (frontend.py)."""
 
     def __init__(
         self,
@@ -269,11 +223,47 @@ class Server:
         self.http_port: int | None = None
         self.metrics_port = 0
         self._live = False
-        self._grpc: grpc.aio.Server | None = None
-        self._rest = RestFrontEnd(self.core, lambda: self._live, options.max_message_bytes)
-        self._health = health.aio.HealthServicer()
-        self._http = MetricsHttpServer(self.registry, lambda: self._live, lambda: self.core.ready)
+        self.door = FrontDoor(
+            self.core,
+            self.admission,
+            lambda: self._live,
+            {
+                GrpcFrontEnd.name: Restrictions(options.grpc_restricted, "--grpc-restricted-protocol"),
+                RestFrontEnd.name: Restrictions(options.http_restricted, "--http-restricted-api"),
+            },
+        )
+        self._grpc, self._rest, self._http = self._front_ends()
         self._stopped = False
+
+    def _front_ends(self) -> tuple[GrpcFrontEnd, RestFrontEnd | None, MetricsHttpServer | None]:
+        options = self.options
+        grpc_front = GrpcFrontEnd(
+            self.door,
+            GrpcSettings(
+                options.host, options.grpc_port, options.max_message_bytes, options.stream_max_inflight,
+                options.reuse_port, options.tls_cert, options.tls_key, options.tls_client_ca,
+                options.extra_grpc_options,
+            ),
+        )  # fmt: skip
+        rest = None
+        if options.http_port is not None:
+            tls = (options.tls_cert, options.tls_key) if options.tls_cert and options.tls_key else None
+            rest = RestFrontEnd(
+                self.door, options.host, options.http_port, options.max_message_bytes,
+                reuse_port=options.reuse_port, tls=tls,
+            )  # fmt: skip
+        http = None
+        if options.metrics_port is not None:
+            http = MetricsHttpServer(
+                self.registry, lambda: self._live, lambda: self.core.ready,
+                options.metrics_host or options.host, options.metrics_port,
+            )  # fmt: skip
+        return grpc_front, rest, http
+
+    @property
+    def front_ends(self) -> list[FrontEnd]:
+        """Every front end, in the order they start and stop."""
+        return [front for front in (self._grpc, self._rest, self._http) if front is not None]
 
     def _select(self) -> list[ModelEntry]:
         entries = list_models(self.options.model_repository)
@@ -288,75 +278,49 @@ class Server:
             )
         return [by_name[name] for name in dict.fromkeys(self.options.models)]
 
+    async def _listen(self) -> None:
+        """Start every front end, noting the ports."""
+        options = self.options
+        for front in self.front_ends:
+            port = await front.start()
+            if front is self._grpc:
+                self.grpc_port = port
+            elif front is self._rest:
+                self.http_port = port
+            else:
+                self.metrics_port = port
+        log.info("listening: gRPC %s:%d, REST %s, metrics %s", options.host, self.grpc_port,
+                 f"{options.host}:{self.http_port}" if self.http_port is not None else "off",
+                 f"http://{options.metrics_host or options.host}:{self.metrics_port}/metrics"
+                 if self.metrics_port else "through the supervisor")  # fmt: skip
+
     async def start(self) -> tuple[int, int]:
-        """Listen, load and warm up every model, then turn ready; returns (grpc_port, metrics_port)."""
+        """Listen, load and warm up every model, then turn ready; returns (grpc_port, metrics_port).
+
+        A worker of several (reuse_port) listens only once it is ready: the kernel deals new
+        connections to every socket listening on the shared port, and one dealt to a worker still
+        loading would get "not ready" while the other workers could serve it (the supervisor answers
+        the probes meanwhile). A single server listens first, so that it is live while it loads.
+        """
         options = self.options
         entries = self._select()
         self.core.loading.update(entry.name for entry in entries)
-        await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self._grpc = grpc.aio.server(
-            interceptors=[ErrorStatusInterceptor(self.admission, options.max_message_bytes)],
-            options=[
-                ("grpc.max_receive_message_length", options.max_message_bytes),
-                ("grpc.max_send_message_length", options.max_message_bytes),
-                ("grpc.so_reuseport", 1 if options.reuse_port else 0),
-                *options.extra_grpc_options,
-            ],
-        )
-        servicer = InferenceServicer(
-            self.core,
-            lambda: self._live,
-            self.admission,
-            stream_max_inflight=options.stream_max_inflight,
-            max_send_bytes=options.max_message_bytes,
-        )
-        add_to_server(servicer, self._grpc)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
-        services = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(services, self._grpc, pool=reflection_pool())
-        address = f"{options.host}:{options.grpc_port}"
-        credentials = server_credentials(options)
+        listen_first = not options.reuse_port
         try:
-            if credentials is not None:
-                self.grpc_port = self._grpc.add_secure_port(address, credentials)
-            else:
-                self.grpc_port = self._grpc.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
-        await self._grpc.start()
-        self._monitor.start()
-        metrics_host = options.metrics_host or options.host
-        try:
-            if options.http_port is not None:
-                tls = (options.tls_cert, options.tls_key) if options.tls_cert and options.tls_key else None
-                try:
-                    self.http_port = await self._rest.start(
-                        options.host, options.http_port, reuse_port=options.reuse_port, tls=tls
-                    )
-                except OSError as exc:
-                    raise OSError(f"cannot listen for HTTP on {options.host}:{options.http_port}: "
-                                  f"{exc.strerror or exc}") from exc  # fmt: skip
-            if options.metrics_port is not None:
-                try:
-                    self.metrics_port = await self._http.start(metrics_host, options.metrics_port)
-                except OSError as exc:
-                    raise OSError(f"cannot listen for metrics HTTP on {metrics_host}:{options.metrics_port}: "
-                                  f"{exc.strerror or exc}") from exc  # fmt: skip
+            if listen_first:
+                await self._listen()
+            self._monitor.start()
             self._live = True
-            log.info("listening: gRPC %s:%d, REST %s, metrics %s", options.host, self.grpc_port,
-                     f"{options.host}:{self.http_port}" if self.http_port is not None else "off",
-                     f"http://{metrics_host}:{self.metrics_port}/metrics" if self.metrics_port
-                     else "through the supervisor")  # fmt: skip
             await self._load(entries)
             if self._before_ready is not None:
                 await self._before_ready()
+            self.core.ready = True
+            if not listen_first:
+                await self._listen()
         except BaseException:
             await self._abort_start()
             raise
-        self.core.ready = True
-        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self._grpc.set_serving(True)
         if options.ready_file is not None:
             write_ready_file(options.ready_file, self.grpc_port, self.metrics_port, self.http_port)
         if self.shared is not None:
@@ -382,10 +346,11 @@ class Server:
             loaded.append(settings)
             log.info(
                 "model %s version %s on %s: max_batch_size %d, batching %s, delay %d us, preferred %s, "
-                "max_queue_size %d, instances %d",
+                "max_queue_size %d, queue timeout %s, instances %d",
                 entry.name, runner.version, runner.provider, settings.max_batch_size,
                 "on" if settings.batching else "off", settings.max_queue_delay_us,
                 list(settings.preferred_batch_sizes), settings.max_queue_size,
+                f"{settings.queue_timeout_us} us" if settings.queue_timeout_us else "none",
                 settings.max_concurrent_batches,
             )  # fmt: skip
         if options.max_inflight is None:
@@ -396,18 +361,17 @@ class Server:
     async def _abort_start(self) -> None:
         """Release the ports and the models loaded so far after a failed start."""
         self._stopped = True
-        if self._grpc is not None:
-            await self._grpc.stop(grace=None)
-        await self._rest.stop()
+        for front in self.front_ends:
+            await front.stop()
         self._live = False
         await self._monitor.stop()
-        await self._http.stop()
         await self.core.close()
 
     async def stop(self, grace_s: float | None = None) -> bool:
         """Drain, then stop (docs/server.md, Reliability): not ready, new calls UNAVAILABLE, streams stop
-        reading and end once their answers are written, accepted calls finish (up to grace_s); then the
-        last calls are held while gRPC's shutdown tells the clients to go away, and answered UNAVAILABLE.
+        reading and end once their answers are written, accepted calls finish (up to grace_s); then each
+        front end's last phase (gRPC: the last calls are held while its shutdown tells the clients to go
+        away, and answered UNAVAILABLE), and the front ends stop.
 
         Every call sent after this starts gets UNAVAILABLE or its answer, never a bare CANCELLED, as long
         as the accepted ones finish within the grace period. Returns True when they all did.
@@ -424,35 +388,22 @@ class Server:
         self.core.draining = True
         self.core.ready = False
         self.admission.refuse_streams()
-        await self._health.enter_graceful_shutdown()
+        await self._grpc.begin_drain()
         drained = await self.core.drain(grace_s)
         drained = await self.admission.streams_closed(left_s()) and drained
         if not drained:
             log.warning("grace period of %.1f s over with requests still running", grace_s)
-        if self._grpc is not None:
-            seen = self.admission.calls_seen
-            await asyncio.sleep(min(DRAIN_LINGER_S, left_s()))
-            # Hold only when clients are still calling: with none, nothing can race the shutdown.
-            calling = self.admission.calls_seen != seen
-            if calling:
-                self.admission.hold()
-                await asyncio.sleep(min(DRAIN_HOLD_S, left_s()))
-            stopping = asyncio.get_running_loop().create_task(self._grpc.stop(grace=max(left_s(), 1.0)))
-            if calling:
-                await asyncio.sleep(min(DRAIN_GOAWAY_S, left_s()))
-            self.admission.release()
-            await stopping
-            if self.admission.held_calls:
-                log.info(
-                    "%d calls that came in while stopping were answered UNAVAILABLE",
-                    self.admission.held_calls,
-                )
-        await self._rest.stop()
+        serving = [front for front in self.front_ends if front is not self._http]
+        for front in serving:
+            await front.drain(left_s)
+        for front in serving:
+            await front.stop()
         self._live = False
         await self._monitor.stop()
         if self.shared is not None:
             await self.shared.stop([served.stats for served in self.core.models.values()])
-        await self._http.stop()
+        if self._http is not None:
+            await self._http.stop()
         await self.core.close()
         return drained
 

@@ -30,6 +30,7 @@ _ARRIVAL_SMOOTHING = 0.1  # weight of the newest gap in the moving average of in
 MAX_QUEUE_DELAY_US = 10_000_000
 MAX_BATCH_SIZE = 65536
 MAX_INSTANCES = 64
+MAX_QUEUE_TIMEOUT_US = 3_600_000_000  # an hour: a longer queue timeout is a mistake, not a policy
 
 Execute = Callable[[list[np.ndarray]], Awaitable[Sequence[np.ndarray]]]
 
@@ -47,13 +48,19 @@ class BatchSettings:
     # Close a batch before the delay runs out when, judging by the recent arrival rate, the next request
     # is not expected before the delay would end: waiting would only add latency (e.g. one client).
     adaptive_delay: bool = True
+    # Triton's dynamic_batching.default_queue_policy with timeout_action REJECT: a request still queued
+    # after queue_timeout_us (0: never) is refused with UNAVAILABLE, never run; with
+    # allow_timeout_override a request's own timeout may shorten it (never lengthen it).
+    queue_timeout_us: int = 0
+    allow_timeout_override: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_queue_delay_us", "max_queue_size", "max_concurrent_batches"):
+        for name in ("max_batch_size", "max_queue_delay_us", "max_queue_size", "max_concurrent_batches",
+                     "queue_timeout_us"):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an int, got {value!r}")
-        for name in ("batching", "adaptive_delay"):
+        for name in ("batching", "adaptive_delay", "allow_timeout_override"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if not 1 <= self.max_batch_size <= MAX_BATCH_SIZE:
@@ -61,6 +68,11 @@ class BatchSettings:
         if not 0 <= self.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
             raise ValueError(
                 f"max_queue_delay_us must be in 0..{MAX_QUEUE_DELAY_US}, got {self.max_queue_delay_us}"
+            )
+        if not 0 <= self.queue_timeout_us <= MAX_QUEUE_TIMEOUT_US:
+            raise ValueError(
+                f"queue_timeout_us must be in 0..{MAX_QUEUE_TIMEOUT_US} (0: no timeout), "
+                f"got {self.queue_timeout_us}"
             )
         if self.max_queue_size < 0:
             raise ValueError(f"max_queue_size must be >= 0 (0 is unbounded), got {self.max_queue_size}")
@@ -75,6 +87,15 @@ class BatchSettings:
                 raise ValueError(
                     f"preferred batch size {size} is outside 1..max_batch_size ({self.max_batch_size})"
                 )
+
+    def queue_timeout_s(self, request_timeout_us: int | None) -> float | None:
+        """How long a request may wait in the queue: the model's timeout, or the request's own when
+        overrides are allowed and it is shorter (Triton: an override may not lengthen it); None: no
+        limit. A model without a timeout (0) takes the request's own when overrides are allowed."""
+        limits = [self.queue_timeout_us] if self.queue_timeout_us else []
+        if self.allow_timeout_override and request_timeout_us and request_timeout_us > 0:
+            limits.append(request_timeout_us)
+        return min(limits) / 1e6 if limits else None
 
     @property
     def target_batch_size(self) -> int:
@@ -109,10 +130,18 @@ class _Pending:
     future: asyncio.Future[BatchOutcome]
     enqueued_s: float
     deadline_s: float | None
+    expires_s: float | None = None  # the queue timeout (BatchSettings.queue_timeout_us), same clock
 
     @property
     def row_shape(self) -> tuple[tuple[int, ...], ...]:
         return tuple(array.shape[1:] for array in self.inputs)
+
+
+def _expired(pending: _Pending, now_s: float) -> bool:
+    """Its client deadline or its queue timeout has passed."""
+    return (pending.deadline_s is not None and pending.deadline_s <= now_s) or (
+        pending.expires_s is not None and pending.expires_s <= now_s
+    )
 
 
 class Batcher:
@@ -124,7 +153,8 @@ class Batcher:
             the outputs, batch dim first.
         settings: batching settings.
         on_batch: called once per executed batch.
-        on_drop: called with "cancelled" or "deadline" for each request dropped before compute.
+        on_drop: called with "cancelled" or "deadline" for each request dropped before compute (a queue
+            timeout counts as "deadline").
         on_depth: called with the number of queued requests whenever it changes (a gauge's set).
         clock: seconds, monotonic; a parameter so that tests can reason about time.
     """
@@ -162,12 +192,21 @@ class Batcher:
         """Requests waiting in the queue (not yet in a running batch)."""
         return len(self._queue)
 
-    async def submit(self, inputs: Sequence[np.ndarray], deadline_s: float | None = None) -> BatchOutcome:
+    async def submit(
+        self,
+        inputs: Sequence[np.ndarray],
+        deadline_s: float | None = None,
+        timeout_us: int | None = None,
+    ) -> BatchOutcome:
         """Queue one request (every input with the same batch dim first) and wait for its outputs.
+
+        Args:
+            timeout_us: the request's own queue timeout (used when the settings allow an override).
 
         Raises:
             Overloaded: the queue is full; the request was not queued.
             DeadlineExpired: `deadline_s` (on this batcher's clock) passed before compute.
+            Unavailable: it waited in the queue past its queue timeout; it was not run.
             InvalidInput: the request holds more samples than max_batch_size.
         """
         if self._closed:
@@ -195,7 +234,9 @@ class Batcher:
                 gap_s if average is None else average + _ARRIVAL_SMOOTHING * (gap_s - average)
             )
         self._last_arrival_s = now_s
-        self._queue.append(_Pending(inputs, samples, future, now_s, deadline_s))
+        timeout_s = self.settings.queue_timeout_s(timeout_us)
+        expires_s = None if timeout_s is None else now_s + timeout_s
+        self._queue.append(_Pending(inputs, samples, future, now_s, deadline_s, expires_s))
         self._queued_samples += samples
         self._on_depth(len(self._queue))
         self._wakeup.set()
@@ -222,7 +263,7 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._slots.acquire()
+            await self._acquire_slot()
             try:
                 batch = await self._collect()
             except BaseException:
@@ -234,6 +275,30 @@ class Batcher:
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    def _timeouts_apply(self) -> bool:
+        return bool(self.settings.queue_timeout_us or self.settings.allow_timeout_override)
+
+    def _until_next_timeout_s(self) -> float | None:
+        """Seconds until the first queued request's queue timeout passes; None when none has one."""
+        if not self._timeouts_apply():
+            return None
+        expiries = [p.expires_s for p in self._queue if p.expires_s is not None]
+        return max(0.0, min(expiries) - self._clock()) if expiries else None
+
+    async def _acquire_slot(self) -> None:
+        """Wait for a free execution slot, refusing queued requests whose queue timeout passes meanwhile
+        (they are answered at their timeout, not when a slot frees)."""
+        while True:
+            wait_s = self._until_next_timeout_s()
+            if wait_s is None:
+                await self._slots.acquire()
+                return
+            try:
+                await asyncio.wait_for(self._slots.acquire(), wait_s)
+                return
+            except TimeoutError:
+                self._drop_dead()
 
     async def _collect(self) -> list[_Pending]:
         """Wait (at most the queue delay of the oldest request) for a batch worth running, and take it."""
@@ -253,7 +318,9 @@ class Batcher:
             if remaining_s <= 0 or self._no_company_expected(remaining_s):
                 break
             self._wakeup.clear()
-            timer = loop.call_later(remaining_s, self._wakeup.set)
+            timeout_s = self._until_next_timeout_s()  # wake for a queue timeout before the delay ends
+            wait_s = remaining_s if timeout_s is None else min(remaining_s, timeout_s)
+            timer = loop.call_later(wait_s, self._wakeup.set)
             try:
                 await self._wakeup.wait()
             finally:
@@ -285,11 +352,9 @@ class Batcher:
         return pending
 
     def _drop_dead(self) -> None:
-        """Remove cancelled requests and fail those whose deadline has passed."""
+        """Remove cancelled requests and fail those whose deadline or queue timeout has passed."""
         now = self._clock()
-        if not any(
-            p.future.done() or (p.deadline_s is not None and p.deadline_s <= now) for p in self._queue
-        ):
+        if not any(p.future.done() or _expired(p, now) for p in self._queue):
             return
         alive: collections.deque[_Pending] = collections.deque()
         for pending in self._queue:
@@ -308,6 +373,17 @@ class Batcher:
             elif pending.future.done():
                 self._queued_samples -= pending.samples
                 self._on_drop("cancelled")
+            elif pending.expires_s is not None and pending.expires_s <= now:
+                self._queued_samples -= pending.samples
+                limit_us = round((pending.expires_s - pending.enqueued_s) * 1e6)
+                pending.future.set_exception(
+                    Unavailable(
+                        f"model {self.name!r}: request waited {now - pending.enqueued_s:.6f} s in the queue, "
+                        f"past its queue timeout of {limit_us} us (default_queue_policy, timeout_action "
+                        "REJECT): refused, it was not run"
+                    )
+                )
+                self._on_drop("deadline")
             else:
                 alive.append(pending)
         self._queue = alive

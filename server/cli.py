@@ -208,9 +208,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_auto_or_non_negative,
         default=_env("max-inflight", "auto"),
         metavar="N|auto",
-        help="inference calls (unary, and stream requests not yet answered) in flight per worker; more are "
-        "refused at once with RESOURCE_EXHAUSTED before being read (auto: what the models' queues and "
+        help="inference calls (unary, stream requests not yet answered, REST infer) in flight per worker; "
+        "more are refused at once with RESOURCE_EXHAUSTED (REST: 429) before being read (auto: what the "
+        "models' queues and "
         "batches hold, 1024 for an unbounded queue, plus 64; 0: no cap)",
+    )
+    add(
+        "--queue-timeout-us",
+        type=_non_negative,
+        default=_env("queue-timeout-us", None),
+        help="a request still queued this long is refused UNAVAILABLE and never run (every model; 0: no "
+        "timeout; default: config dynamic_batching.default_queue_policy.default_timeout_microseconds)",
     )
     add(
         "--max-stream-inflight",
@@ -232,6 +240,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("tls-client-ca", None),
         help="PEM CA certificate(s): require every client to present a certificate signed by one (mutual "
         "TLS; needs --tls-cert and --tls-key); None: clients are not authenticated",
+    )
+    restricted = "<group>[,<group>...]:<key>=<value>"
+    add(
+        "--grpc-restricted-protocol",
+        action="append",
+        default=[v for v in [_env("grpc-restricted-protocol", None)] if v],
+        metavar=restricted,
+        help="keep these gRPC endpoint groups (health, metadata, inference, statistics, model-config, "
+        "model-repository, shared-memory, trace) for calls with header triton-grpc-protocol-<key>: <value>, "
+        "as Triton's flag; others get PERMISSION_DENIED; repeatable, a group in one only; default: none",
+    )
+    add(
+        "--http-restricted-api",
+        action="append",
+        default=[v for v in [_env("http-restricted-api", None)] if v],
+        metavar=restricted,
+        help="keep these REST endpoint groups (as --grpc-restricted-protocol) for requests with header "
+        "<key>: <value>; others get 403; repeatable; default: none",
     )
 
 
@@ -255,14 +281,16 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
     for flag, path in tls_files:
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{flag} {path}: no such file")
-    from server.batcher import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_QUEUE_DELAY_US
+    from server.batcher import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_QUEUE_DELAY_US, MAX_QUEUE_TIMEOUT_US
 
     limits = (("--max-batch-size", args.max_batch_size, MAX_BATCH_SIZE),
               ("--max-queue-delay-us", args.max_queue_delay_us, MAX_QUEUE_DELAY_US),
-              ("--instances", args.instances, MAX_INSTANCES))  # fmt: skip
+              ("--instances", args.instances, MAX_INSTANCES),
+              ("--queue-timeout-us", args.queue_timeout_us, MAX_QUEUE_TIMEOUT_US))  # fmt: skip
     for flag, value, limit in limits:
         if value is not None and int(value) > limit:
             raise UsageError(f"{flag} {value}: above the maximum {limit}")
+    grpc_restricted, http_restricted = _restrictions(args)
     return ServerOptions(
         model_repository=Path(args.model_repository),
         models=tuple(args.models or ()),
@@ -277,6 +305,7 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
         batching=not args.no_batching,
         adaptive_delay=not args.no_adaptive_delay,
         max_queue_size=args.max_queue_size,
+        queue_timeout_us=args.queue_timeout_us,
         instances=args.instances,
         intra_op_threads=args.intra_op_threads,
         grace_period_s=args.grace_period_s,
@@ -288,7 +317,27 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
         max_inflight=None if args.max_inflight == "auto" else int(args.max_inflight),
         stream_max_inflight=int(args.max_stream_inflight),
         workers=auto_workers(args.device) if args.workers == "auto" else int(args.workers),
+        grpc_restricted=grpc_restricted,
+        http_restricted=http_restricted,
     )
+
+
+def _restrictions(args: argparse.Namespace) -> tuple[tuple, tuple]:
+    """--grpc-restricted-protocol and --http-restricted-api, parsed and checked (the keys never shown)."""
+    from server.restricted import GRPC_HEADER_PREFIX, Restrictions, parse
+
+    parsed = []
+    for flag, values, prefix in (
+        ("--grpc-restricted-protocol", args.grpc_restricted_protocol or [], GRPC_HEADER_PREFIX),
+        ("--http-restricted-api", args.http_restricted_api or [], ""),
+    ):
+        try:
+            restrictions = tuple(parse(value, flag, prefix) for value in values)
+            Restrictions(restrictions, flag)  # a group in two of them
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        parsed.append(restrictions)
+    return parsed[0], parsed[1]
 
 
 def run(args: argparse.Namespace) -> int:

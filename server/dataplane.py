@@ -101,7 +101,7 @@ class DataPlane:
         try:
             decoded = served.codec.decode(request)
             decoded_s = self._clock()
-            outcome = await served.batcher.submit(decoded.inputs, deadline_s)
+            outcome = await served.batcher.submit(decoded.inputs, deadline_s, request.timeout_us)
             encode_start_s = self._clock()
             outputs = served.codec.encode(outcome.outputs, decoded.output_indices)
             end_s = self._clock()

@@ -41,6 +41,13 @@ class ModelNotFound(ServingError, LookupError):
     http_status = HTTP_STATUS[status]
 
 
+class PermissionDenied(ServingError, PermissionError):
+    """The endpoint's group is restricted and the call lacks its key (server/restricted.py)."""
+
+    status = "PERMISSION_DENIED"
+    http_status = HTTP_STATUS[status]
+
+
 class Unavailable(ServingError, RuntimeError):
     """The server or the model cannot take requests now (not ready yet, or draining)."""
 
@@ -72,6 +79,11 @@ class DeadlineExpired(ServingError, TimeoutError):
 def status_of(exc: BaseException) -> str:
     """The gRPC status code name an exception ends with; INTERNAL for anything not a domain error."""
     return exc.status if isinstance(exc, ServingError) else INTERNAL
+
+
+def http_status_of(exc: BaseException) -> int:
+    """The HTTP status an exception ends with on the REST front end; 500 for anything not a domain error."""
+    return exc.http_status if isinstance(exc, ServingError) else HTTP_STATUS[INTERNAL]
 
 
 def client_message(exc: BaseException) -> str:

@@ -63,12 +63,19 @@ def infer_request(message: pb.ModelInferRequest) -> InferRequest:
             data = getattr(tensor.contents, field) if field else ()
             where = f"contents.{field or 'raw'}"
         inputs.append(InputTensor(tensor.name, tensor.datatype, tuple(tensor.shape), data, where))
+    timeout_us = None
+    if "timeout" in message.parameters:
+        timeout = message.parameters["timeout"]
+        if timeout.WhichOneof("parameter_choice") not in ("int64_param", "uint64_param"):
+            raise invalid("parameters.timeout must be microseconds (int64_param)")
+        timeout_us = timeout.int64_param or timeout.uint64_param
     return InferRequest(
         model_name=model,
         model_version=message.model_version,
         id=message.id,
         inputs=inputs,
         outputs=[wanted.name for wanted in message.outputs],
+        timeout_us=timeout_us,
     )
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from server.frontend import FrontEnd
+
 log = logging.getLogger(__name__)
 
 _REASONS = {
@@ -38,12 +40,20 @@ class _Refused(Exception):
         self.status = status
 
 
-class MetricsHttpServer:
+class MetricsHttpServer(FrontEnd):
     """Serves one registry and two probes on host:port (port 0 picks a free port)."""
 
+    name = "metrics HTTP"
+
     def __init__(
-        self, registry: CollectorRegistry, live: Callable[[], bool], ready: Callable[[], bool]
+        self,
+        registry: CollectorRegistry,
+        live: Callable[[], bool],
+        ready: Callable[[], bool],
+        host: str,
+        port: int,
     ) -> None:
+        self._host, self._port = host, port
         self._registry = registry
         self._live = live
         self._ready = ready
@@ -51,15 +61,23 @@ class MetricsHttpServer:
         self._refused = 0  # refusals not logged yet
         self._refusal_logged_s = float("-inf")
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self) -> int:
         """Listen and return the bound port."""
-        self._server = await asyncio.start_server(self._handle, host, port, limit=LINE_LIMIT_BYTES)
+        try:
+            self._server = await asyncio.start_server(
+                self._handle, self._host, self._port, limit=LINE_LIMIT_BYTES
+            )
+        except OSError as exc:
+            raise OSError(
+                f"cannot listen for metrics HTTP on {self._host}:{self._port}: {exc.strerror or exc}"
+            ) from exc
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+            self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -33,6 +33,9 @@ class InferRequest:
     id: str = ""
     inputs: list[InputTensor] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)  # requested output names; empty: every output
+    # Triton's request parameter "timeout", microseconds: its own queue timeout, where the model's queue
+    # policy allows an override (allow_timeout_override); None: not given.
+    timeout_us: int | None = None
 
 
 @dataclass(slots=True)

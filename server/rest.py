@@ -9,6 +9,10 @@ paths and methods answer in the protocol's JSON too, and a request pays one spli
 Requests HTTP itself rejects (a malformed request line, headers over the size limits, a body that does
 not match its Content-Length) get aiohttp's 400 and one warning line in the log, never a traceback; a
 body over --max-message-bytes gets 413.
+
+An infer call passes the worker's admission (frontend.FrontDoor) before its body is read: over
+--max-inflight it is answered 429 with the same message gRPC gives, from a body encoded once, and
+nothing is logged; aiohttp then reads and drops the unread body, so the connection stays open.
 """
 
 from __future__ import annotations
@@ -25,14 +29,18 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from server import rest_codec
-from server.dataplane import DataPlane
-from server.errors import InvalidInput, ModelNotFound, ServingError, client_message
+from server.errors import InvalidInput, ModelNotFound, PermissionDenied, ServingError
+from server.frontend import FrontDoor, FrontEnd
 from servescope import __version__
+from servescope.echo import shown
+from servescope.status import HTTP_STATUS
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_S = 1.0  # after the drain, how long open connections get to finish before they are closed
 KEEPALIVE_S = 75.0  # an idle keep-alive connection is closed after this long (as nginx does)
+# Over --max-inflight: 429, shed before the body is read.
+SHED_STATUS = HTTP_STATUS["RESOURCE_EXHAUSTED"]
 
 _Handler = Callable[[web.Request, list[str]], Awaitable[web.StreamResponse]]
 
@@ -67,28 +75,36 @@ def _health(value: bool) -> web.Response:
     return web.Response(status=200 if value else 400)
 
 
-class RestFrontEnd:
-    """KServe v2 REST endpoints over one DataPlane (see the module docstring)."""
+class RestFrontEnd(FrontEnd):
+    """KServe v2 REST endpoints over one worker's FrontDoor (see the module docstring)."""
 
-    def __init__(self, core: DataPlane, live: Callable[[], bool], max_body_bytes: int) -> None:
-        self._core = core
-        self._live = live
-        self._max_body_bytes = max_body_bytes
-        self._runner: web.AppRunner | None = None
+    name = "REST"
 
-    async def start(
+    def __init__(
         self,
+        door: FrontDoor,
         host: str,
         port: int,
+        max_body_bytes: int,
         *,
         reuse_port: bool = False,
         tls: tuple[Path, Path] | None = None,
-    ) -> int:
-        """Listen on host:port (0 picks a free port; reuse_port shares it with other workers); returns it.
-
-        Args:
-            tls: (certificate chain, private key) PEM files: serve HTTPS.
+    ) -> None:
+        """Args:
+        port: 0 picks a free port; reuse_port shares it with the other workers (SO_REUSEPORT).
+        tls: (certificate chain, private key) PEM files: serve HTTPS.
         """
+        self._door = door
+        self._restricted = door.restricted(self.name)
+        self._core = door.core
+        self._live = door.live
+        self._host, self._port, self._reuse_port, self._tls = host, port, reuse_port, tls
+        self._max_body_bytes = max_body_bytes
+        self._runner: web.AppRunner | None = None
+        self._shed_cache: tuple[tuple[int, int], bytes] = ((-1, -1), b"")
+
+    async def start(self) -> int:
+        """Listen; returns the bound port."""
         app = web.Application(client_max_size=self._max_body_bytes, handler_args={"logger": _AIOHTTP_LOG})
         app.router.add_route("*", "/{path:.*}", self._dispatch)
         self._runner = web.AppRunner(
@@ -100,10 +116,15 @@ class RestFrontEnd:
         )
         await self._runner.setup()
         context = None
-        if tls is not None:
+        if self._tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(str(tls[0]), str(tls[1]))
-        sock = _listening_socket(host, port, reuse_port)
+            context.load_cert_chain(str(self._tls[0]), str(self._tls[1]))
+        try:
+            sock = _listening_socket(self._host, self._port, self._reuse_port)
+        except OSError as exc:
+            raise OSError(
+                f"cannot listen for HTTP on {self._host}:{self._port}: {exc.strerror or exc}"
+            ) from exc
         site = web.SockSite(self._runner, sock, ssl_context=context)
         await site.start()
         return int(sock.getsockname()[1])
@@ -120,29 +141,38 @@ class RestFrontEnd:
         try:
             if parts[0] != "v2":
                 raise _NotFound(request.path)
-            route = self._route(request.method, parts[1:])
+            group, route = self._route(request.method, parts[1:])
+            if self._restricted:
+                denied = self._restricted.denial(group, request.headers.get)
+                if denied is not None:
+                    raise PermissionDenied(denied)
             return await route(request, parts[1:])
         except ServingError as exc:
-            return _error(exc.http_status, client_message(exc))
+            refusal = self._door.refusal(exc)
+            return _error(refusal.http_status, refusal.message)
         except web.HTTPException as exc:  # 413 from request.read(), above --max-message-bytes
             return _error(exc.status, _http_message(exc, self._max_body_bytes))
         except (HttpProcessingError, ConnectionError) as exc:  # the body did not arrive as announced
             return _error(400, f"malformed request body: {str(exc).strip()}")
-        except Exception as exc:  # a real fault: fixed message, details logged (client_message)
-            return _error(500, client_message(exc))
+        except Exception as exc:  # a real fault: fixed message, details logged (FrontDoor.refusal)
+            refusal = self._door.refusal(exc)
+            return _error(refusal.http_status, refusal.message)
 
-    def _route(self, method: str, parts: list[str]) -> _Handler:
-        """The handler for a path below /v2 (its parts) and a method; raises for unknown ones."""
+    def _route(self, method: str, parts: list[str]) -> tuple[str, _Handler]:
+        """The endpoint group (restricted.py) and handler for a path below /v2 (its parts) and a method;
+        raises for unknown ones."""
         count = len(parts)
         if count == 0 or parts == [""]:
-            return self._allow(method, "GET", self._server_metadata)
+            return "metadata", self._allow(method, "GET", self._server_metadata)
         head = parts[0]
         if head == "health" and count == 2 and parts[1] in ("live", "ready"):
-            return self._allow(method, "GET", self._server_health)
+            return "health", self._allow(method, "GET", self._server_health)
         if head == "repository" and parts[1:] == ["index"]:
-            return self._allow(method, "POST", self._repository_index)
+            return "model-repository", self._allow(method, "POST", self._repository_index)
         if head == "models" and parts[1:] == ["stats"]:
-            return self._allow(method, "GET", self._statistics)
+            return "statistics", self._allow(method, "GET", self._statistics)
+        if head in _UNSERVED_GROUPS:  # Triton's extensions servescope does not serve: still restricted
+            return _UNSERVED_GROUPS[head], _unserved
         if head == "models" and count >= 2:
             # models/{m}[/versions/{v}][/ready|config|stats|infer]
             rest = parts[2:]
@@ -151,16 +181,18 @@ class RestFrontEnd:
                     raise _NotFound("/v2/" + "/".join(parts))
                 rest = rest[2:]
             action = rest[0] if len(rest) == 1 else ("" if not rest else None)
+            if rest[:1] == ["trace"]:
+                return "trace", _unserved
             handlers = {
-                "": ("GET", self._model_metadata),
-                "ready": ("GET", self._model_ready),
-                "config": ("GET", self._model_config),
-                "stats": ("GET", self._statistics),
-                "infer": ("POST", self._infer),
+                "": ("metadata", "GET", self._model_metadata),
+                "ready": ("health", "GET", self._model_ready),
+                "config": ("model-config", "GET", self._model_config),
+                "stats": ("statistics", "GET", self._statistics),
+                "infer": ("inference", "POST", self._infer),
             }
             if action in handlers:
-                allowed, handler = handlers[action]
-                return self._allow(method, allowed, handler)
+                group, allowed, handler = handlers[action]
+                return group, self._allow(method, allowed, handler)
         raise _NotFound("/v2/" + "/".join(parts))
 
     @staticmethod
@@ -217,6 +249,24 @@ class RestFrontEnd:
         return _json(200, rest_codec.repository_index(self._core.repository_index(ready_only)))
 
     async def _infer(self, request: web.Request, parts: list[str]) -> web.Response:
+        """Admitted (FrontDoor) before a byte of the body is read: a shed call costs its answer only."""
+        door = self._door
+        if not door.admit():
+            return web.Response(status=SHED_STATUS, body=self._shed_body(), content_type=rest_codec.JSON_TYPE)
+        try:
+            return await self._admitted_infer(request, parts)
+        finally:
+            door.done()
+
+    def _shed_body(self) -> bytes:
+        """The shed answer's body, encoded once per (in flight, cap): under overload it is always the same."""
+        gate = self._door.admission
+        key = (gate.inflight, gate.max_inflight)
+        if self._shed_cache[0] != key:
+            self._shed_cache = (key, rest_codec.error_body(gate.shed_message()))
+        return self._shed_cache[1]
+
+    async def _admitted_infer(self, request: web.Request, parts: list[str]) -> web.Response:
         model, version = self._model(parts)
         header_length = _header_length(request, model)
         body = await request.read()
@@ -229,6 +279,20 @@ class RestFrontEnd:
         answer = web.Response(body=payload, content_type=rest_codec.BINARY_TYPE)
         answer.headers[rest_codec.HEADER_LENGTH] = str(json_length)
         return answer
+
+
+# The first path part below /v2 of the Triton extensions servescope does not serve, and their group.
+_UNSERVED_GROUPS = {
+    "systemsharedmemory": "shared-memory",
+    "cudasharedmemory": "shared-memory",
+    "trace": "trace",
+}
+
+
+async def _unserved(request: web.Request, parts: list[str]) -> web.Response:
+    extension = "trace" if "trace" in parts else "shared-memory"
+    path = "/v2/" + "/".join(parts)
+    raise ModelNotFound(f"servescope does not serve Triton's {extension} extension (at {shown(path)})")
 
 
 def _header_length(request: web.Request, model: str) -> int | None:

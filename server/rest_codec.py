@@ -173,7 +173,7 @@ def infer_request(model: str, version: str, body: bytes, header_length: int | No
     if timeout_us is not None and (isinstance(timeout_us, bool) or not isinstance(timeout_us, int)):
         raise _invalid(model, f"parameters.timeout must be microseconds (an integer), found {timeout_us!r}")
     return RestInferRequest(
-        InferRequest(model, version, request_id, inputs, outputs),
+        InferRequest(model, version, request_id, inputs, outputs, timeout_us),
         binary_default=bool(_flag(parameters, "binary_data_output", model, "parameters")),
         binary_outputs=binary_outputs,
         timeout_us=timeout_us,

@@ -17,7 +17,8 @@ from google.protobuf.message import DecodeError
 from server import grpc_codec
 from server.admission import SHUTTING_DOWN_MESSAGE, Admission
 from server.dataplane import DataPlane
-from server.errors import InvalidInput, ResponseTooLarge, client_message, status_of
+from server.errors import InvalidInput, ResponseTooLarge, Unavailable, client_message, status_of
+from server.restricted import Restrictions
 from servescope import __version__
 from servescope.echo import shown
 from servescope.protocol import POOL, SERVICE_NAME
@@ -25,6 +26,30 @@ from servescope.protocol import grpc_service_pb2 as pb
 from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
 
 INFER_METHOD = f"/{SERVICE_NAME}/ModelInfer"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+# The restricted endpoint group (server/restricted.py) of each GRPCInferenceService method, as Triton's.
+METHOD_GROUPS = {
+    "ServerLive": "health", "ServerReady": "health", "ModelReady": "health",
+    "ServerMetadata": "metadata", "ModelMetadata": "metadata",
+    "ModelInfer": "inference", "ModelStreamInfer": "inference",
+    "ModelConfig": "model-config", "ModelStatistics": "statistics",
+    "RepositoryIndex": "model-repository", "RepositoryModelLoad": "model-repository",
+    "RepositoryModelUnload": "model-repository",
+    "SystemSharedMemoryStatus": "shared-memory", "SystemSharedMemoryRegister": "shared-memory",
+    "SystemSharedMemoryUnregister": "shared-memory", "CudaSharedMemoryStatus": "shared-memory",
+    "CudaSharedMemoryRegister": "shared-memory", "CudaSharedMemoryUnregister": "shared-memory",
+    "TraceSetting": "trace",
+}  # fmt: skip
+
+
+def method_group(method: str) -> str | None:
+    """The endpoint group of a full gRPC method name; None for reflection (never restricted)."""
+    service, _, name = method.lstrip("/").partition("/")
+    if service == SERVICE_NAME:
+        return METHOD_GROUPS.get(name)
+    return "health" if service == HEALTH_SERVICE else None
+
+
 DEFAULT_STREAM_MAX_INFLIGHT = 16
 DEFAULT_MAX_SEND_BYTES = 64 * 1024 * 1024
 
@@ -58,9 +83,13 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(
-        self, admission: Admission | None = None, max_send_bytes: int = DEFAULT_MAX_SEND_BYTES
+        self,
+        admission: Admission | None = None,
+        max_send_bytes: int = DEFAULT_MAX_SEND_BYTES,
+        restrictions: Restrictions | None = None,
     ) -> None:
         self._admission = admission if admission is not None else Admission(0)
+        self._restrictions = restrictions if restrictions else None
         self._max_send_bytes = max_send_bytes
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
         gate = self._admission
@@ -83,6 +112,10 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
+        if self._restrictions is not None:
+            denied = await self._denied(handler_call_details, continuation)
+            if denied is not None:
+                return denied
         gate = self._admission
         gate.calls_seen += 1
         if gate.holding:
@@ -102,6 +135,33 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
         )
         self._wrapped[method] = wrapped
         return wrapped
+
+    async def _denied(
+        self,
+        details: grpc.HandlerCallDetails,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+    ) -> grpc.RpcMethodHandler | None:
+        """A handler answering PERMISSION_DENIED (reading nothing) when the method's group is restricted
+        and the call lacks its key; None when the call may go on."""
+        group = method_group(details.method)
+        if group is None or self._restrictions is None:
+            return None
+        metadata = details.invocation_metadata or ()
+        message = self._restrictions.denial(
+            group, lambda key: next((value for name, value in metadata if name == key), None)
+        )
+        if message is None:
+            return None
+        handler = await continuation(details)
+
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
+
+        if handler is not None and handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(deny)
+        if handler is not None and handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(deny)
+        return grpc.unary_unary_rpc_method_handler(deny)
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> Callable[..., Awaitable[bytes]]:
         behavior, serialize = handler.unary_unary, handler.response_serializer
@@ -209,8 +269,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
     ) -> None:
         """Requests of one stream run concurrently (at most stream_max_inflight at once); answers return
-        as they finish, errors in-band. Draining: the stream stops reading, writes the answers of what it
-        read, then ends with UNAVAILABLE saying how many it answered."""
+        as they finish, errors in-band. Draining: the stream runs nothing more, answers every request it
+        read (those read meanwhile with an in-band refusal), then ends with UNAVAILABLE saying how many
+        it answered."""
         gate = self._admission
         if gate.holding:
             await gate.held()
@@ -225,8 +286,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 STREAM_REFUSED_MESSAGE = "server is draining: stream refused, nothing was read; reconnect to another server"
 STREAM_DRAINED_MESSAGE = (
-    "server is draining: stream closed after {} answers; requests without an answer were not run"
+    "server is draining: stream closed after {} answers, one to each request it read; requests without "
+    "an answer were not read and not run"
 )
+STREAM_REQUEST_REFUSED = "server is draining: request refused, it was not run; send it to another server"
 
 
 class _Stream:
@@ -250,16 +313,27 @@ class _Stream:
         self.client_gone = False
 
     def close(self) -> None:
-        """Draining: read no more (what was read is still answered)."""
+        """Draining: run nothing more; what was read is answered, and so is what is read until then.
+
+        The reader is not cancelled: a read cancelled just as its message arrived would lose a request
+        the client wrote and gRPC delivered, unanswered. It goes on reading while the stream still has
+        requests running, and answers each new one at once with an in-band refusal; the stream ends
+        when every request it read has its answer written."""
         self.closed_by_drain = True
-        if self._reader is not None:
-            self._reader.cancel()
+        self._out.put_nowait(None)  # the writer looks at its end condition again
+
+    def _finished(self) -> bool:
+        """Every request read is answered, and no more will be read (end of input, or a drain with
+        nothing left running)."""
+        if self._unanswered:
+            return False
+        return not self._reading or (self.closed_by_drain and self._admitted == 0)
 
     async def run(self) -> None:
         self._reader = asyncio.get_running_loop().create_task(self._read())
         self._gate.open_stream(self.close)
         try:
-            while self._reading or self._unanswered:
+            while not self._finished():
                 item = await self._out.get()
                 if item is None:
                     continue  # the reader stopped: look at the condition again
@@ -291,7 +365,10 @@ class _Stream:
                 if request is grpc.aio.EOF:
                     return
                 self._unanswered += 1
-                self._dispatch(request)
+                if self.closed_by_drain:
+                    self._out.put_nowait((self._failure(request, Unavailable(STREAM_REQUEST_REFUSED)), False))
+                else:
+                    self._dispatch(request)
         except asyncio.CancelledError:
             pass  # draining, or the stream ended
         except Exception:  # the client went away while we read

@@ -147,20 +147,16 @@ class Supervisor:
             options, grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=None, ready_file=None,
             reuse_port=True, shared_dir=self.shared,
         )  # fmt: skip
-        http = MetricsHttpServer(supervisor_registry(self), lambda: True, self.is_ready)
         metrics_host = options.metrics_host or options.host
+        http = MetricsHttpServer(
+            supervisor_registry(self), lambda: True, self.is_ready, metrics_host, options.metrics_port
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            try:
-                self.metrics_port = await http.start(metrics_host, options.metrics_port)
-            except OSError as exc:
-                raise OSError(
-                    f"cannot listen for metrics HTTP on {metrics_host}:{options.metrics_port}: "
-                    f"{exc.strerror or exc}"
-                ) from exc
+            self.metrics_port = await http.start()
             for index in range(options.workers):
                 self._spawn(index, worker_options)
             log.info(

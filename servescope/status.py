@@ -12,6 +12,7 @@ from __future__ import annotations
 HTTP_STATUS: dict[str, int] = {
     "INVALID_ARGUMENT": 400,
     "NOT_FOUND": 404,
+    "PERMISSION_DENIED": 403,
     "RESOURCE_EXHAUSTED": 429,
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,

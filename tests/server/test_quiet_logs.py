@@ -88,7 +88,11 @@ def test_a_stream_cancelled_mid_way_ends_quietly_and_frees_its_slots(start_serve
         return answers
 
     with caplog.at_level(logging.WARNING):
-        assert asyncio.run(cancel_streams()) == 5
+        # The client runs on the server's own loop. With a second loop (asyncio.run) that closed first,
+        # gRPC's poller handed the cancelled calls' last events to the closed client loop and asyncio
+        # logged "Event loop is closed" (1 run in 6 to 4 in 12 here, before the front-end seam too;
+        # 0 in 14 this way): a fault of the test's two loops, not of the server.
+        assert running.call(cancel_streams()) == 5
         # The cancelled streams' requests left the in-flight count: 40 unary calls are admitted again.
         assert running.wait_for_metric(0, "servescope_inflight_requests", model=MODEL) == 0
         assert running.call(asyncio.sleep(0.2, running.server.admission.inflight)) == 0

@@ -15,6 +15,8 @@ from cli.main import main
 
 MODEL = "sentiment_fp32"
 PREFIX = "servescope serve: error: "
+# Every port free (0): the REST default 8000 may be taken by another server on the machine.
+FREE_PORTS = ["--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"]
 
 
 def copy_model(model_repository: Path, repo: Path, name: str = MODEL) -> Path:
@@ -135,8 +137,8 @@ def test_a_bad_repository_is_refused_at_start_up_naming_file_and_field(
 ) -> None:
     repo = tmp_path / "repo"
     mutate(copy_model(model_repository, repo))
-    argv = ["serve", "--model-repository", str(repo), "--host", "127.0.0.1", "--grpc-port", "0"]
-    code = main([*argv, "--metrics-port", "0", "--workers", "1"])
+    argv = ["serve", "--model-repository", str(repo), "--host", "127.0.0.1", *FREE_PORTS]
+    code = main([*argv, "--workers", "1"])
     err = capsys.readouterr().err
     lines = [line for line in err.strip().splitlines() if line.startswith(PREFIX)]
     assert code == 2, err[-2000:]
@@ -165,8 +167,8 @@ def test_model_folders_that_are_not_plain_names_or_lead_outside_are_refused(
     (folder / "config.pbtxt").symlink_to(outside / "config.pbtxt")
     cases["config-link"] = (config_link, "config.pbtxt: leads to")
     for name, (repo, fragment) in cases.items():
-        argv = ["serve", "--model-repository", str(repo), "--host", "127.0.0.1", "--grpc-port", "0"]
-        assert main([*argv, "--metrics-port", "0", "--workers", "1"]) == 2, name
+        argv = ["serve", "--model-repository", str(repo), "--host", "127.0.0.1", *FREE_PORTS]
+        assert main([*argv, "--workers", "1"]) == 2, name
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert line.startswith(PREFIX) and fragment in line, (name, line)
 
@@ -217,7 +219,7 @@ def test_garbage_tls_files_are_named(
     ]  # fmt: skip
     argv = ["serve", "--model-repository", str(model_repository), "--model", MODEL, "--host", "127.0.0.1"]
     for flags, fragment in cases:
-        assert main([*argv, "--grpc-port", "0", "--metrics-port", "0", "--workers", "1", *flags]) == 2, flags
+        assert main([*argv, *FREE_PORTS, "--workers", "1", *flags]) == 2, flags
         err = capsys.readouterr().err
         line = err.strip().splitlines()[-1]
         assert line.startswith(PREFIX) and fragment in line, (flags, line)

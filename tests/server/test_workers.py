@@ -4,9 +4,12 @@ SIGTERM drains both, and the multiprocess folder is gone afterwards."""
 
 from __future__ import annotations
 
+import collections
 import os
+import re
 import signal
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -22,6 +25,8 @@ from servescope.protocol import grpc_service_pb2_grpc as pb_grpc
 pytestmark = pytest.mark.slow
 MODEL = "sentiment_fp32"
 CONNECTIONS = 16  # the kernel spreads connections over the workers: all 16 on one is a 1 in 32768 chance
+# What gRPC's client says of a call whose connection broke (the worker's process is gone).
+BROKEN_CONNECTION = re.compile(r"Socket closed|Connection reset|Broken pipe|failed to connect|Stream removed")
 
 
 def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -153,30 +158,87 @@ def test_every_worker_serves_rest_on_the_shared_port(two_workers) -> None:
     assert all(cpu_after[w] - cpu_before[w] > 0.05 for w in ("0", "1")), (cpu_before, cpu_after)
 
 
+def _steady_caller(port: int, stop: threading.Event, outcomes: list[tuple[float, float, str, str]]) -> None:
+    """One call in flight at all times, until stop, recording (sent, ended, code, details) of each.
+
+    As a careful client does: after a failure it opens a new connection (its next call must not go out
+    on the broken one before gRPC noticed), and calls wait for a ready connection (wait_for_ready), so
+    that a reconnection landing in the dying worker's accept queue is retried by gRPC rather than
+    failing a call no worker ever received."""
+    options = [("grpc.use_local_subchannel_pool", 1), ("grpc.initial_reconnect_backoff_ms", 100)]
+    while not stop.is_set():
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            while not stop.is_set():
+                sent_s = time.monotonic()
+                try:
+                    stub.ModelInfer(request(), timeout=10, wait_for_ready=True)
+                    outcomes.append((sent_s, time.monotonic(), "OK", ""))
+                except grpc.RpcError as exc:
+                    outcomes.append((sent_s, time.monotonic(), exc.code().name, exc.details() or ""))
+                    break
+
+
 def test_a_killed_worker_is_replaced_while_the_other_serves(two_workers) -> None:
+    """Only the calls in flight on the killed worker fail: one per connection it held (UNAVAILABLE,
+    saying the connection broke, right after the kill), none once the caller reconnected; new
+    connections made while the replacement loads all go to the living worker and succeed (a worker
+    listens only once it is loaded: before, those got "model ... is still loading")."""
     process, ready = two_workers
     grpc_port, metrics_port = ready["grpc_port"], ready["metrics_port"]
     import psutil
 
-    workers = psutil.Process(process.pid).children()
-    victim = next(w for w in workers if "spawn_main" in " ".join(w.cmdline()))
-    victim.send_signal(signal.SIGKILL)
-    answered, failed = 0, 0
-    deadline = time.monotonic() + 30
-    restarted = False
-    while time.monotonic() < deadline and not restarted:
-        for stub in stubs(grpc_port):  # new connections go to the worker still listening
-            try:
-                stub.ModelInfer(request(), timeout=10)
-                answered += 1
-            except grpc.RpcError:
-                failed += 1
-        now = metrics(metrics_port)
-        restarted = (
-            now[("servescope_worker_restarts_total", ())] == 1 and now[("servescope_workers", ())] == 2
-        )
+    stop = threading.Event()
+    per_connection: list[list[tuple[float, float, str, str]]] = [[] for _ in range(CONNECTIONS)]
+    callers = [
+        threading.Thread(target=_steady_caller, args=(grpc_port, stop, outcomes))
+        for outcomes in per_connection
+    ]
+    for caller in callers:
+        caller.start()
+    try:
+        time.sleep(1.0)  # every connection has a call in flight
+        workers = psutil.Process(process.pid).children()
+        victim = next(w for w in workers if "spawn_main" in " ".join(w.cmdline()))
+        killed_s = time.monotonic()
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)  # from now on the kernel deals new connections to listening sockets only
+        dead_s = time.monotonic()
+        fresh: list[str] = []
+        deadline = time.monotonic() + 60
+        restarted = False
+        while time.monotonic() < deadline and not restarted:
+            for stub in stubs(grpc_port):  # new connections while the replacement loads
+                try:
+                    stub.ModelInfer(request(), timeout=10)
+                    fresh.append("OK")
+                except grpc.RpcError as exc:
+                    fresh.append(f"{exc.code().name}: {exc.details()}")
+            now = metrics(metrics_port)
+            restarted = (
+                now[("servescope_worker_restarts_total", ())] == 1 and now[("servescope_workers", ())] == 2
+            )
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(30)
     assert restarted
-    assert answered > 0 and failed <= CONNECTIONS  # only calls on the dead worker's connections failed
+    assert fresh and set(fresh) == {"OK"}, collections.Counter(fresh)  # new connections: the living worker
+    failures = [(ended_s, code, details) for outcomes in per_connection
+                for _, ended_s, code, details in outcomes if code != "OK"]  # fmt: skip
+    hit = sum(1 for outcomes in per_connection if any(code != "OK" for *_, code, _ in outcomes))
+    print(f"\n{hit} of {CONNECTIONS} connections were on the killed worker, {len(failures)} calls failed; "
+          f"{len(fresh)} calls on new connections while the replacement loaded, all OK")  # fmt: skip
+    for outcomes in per_connection:  # a connection on the killed worker had one call in flight on it
+        assert sum(1 for *_, code, _ in outcomes if code != "OK") <= 1, [o for o in outcomes if o[2] != "OK"]
+    assert len(failures) == hit <= CONNECTIONS
+    for at_s, code, details in failures:
+        assert code == "UNAVAILABLE" and BROKEN_CONNECTION.search(details), (code, details)
+        assert at_s - killed_s < 2, at_s - killed_s
+    for outcomes in per_connection:  # once answered by a living worker, a caller never fails again
+        served_s = min(sent_s for sent_s, _, code, _ in outcomes if code == "OK" and sent_s > dead_s)
+        assert all(code == "OK" for sent_s, _, code, _ in outcomes if sent_s > served_s), outcomes[-5:]
     assert process.poll() is None
     for stub in stubs(grpc_port):
         assert stub.ModelInfer(request(), timeout=10).model_name == MODEL
