@@ -1,4 +1,5 @@
-"""Every status code of DESIGN.md, messages naming model, field and value; fuzzed requests never INTERNAL."""
+"""Every status code of server/errors.py, messages naming model, field and value; fuzzed requests never
+INTERNAL."""
 
 from __future__ import annotations
 
