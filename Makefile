@@ -1,6 +1,6 @@
 # servescope: the two commands of the README, plus helpers for developers.
 #   make demo   set up .venv (if missing or out of date) and run the end-to-end demo
-#   make test   set up .venv and run the linter and every test
+#   make test   set up .venv and run the linter, the type checker (mypy) and every test
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -25,6 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	bash deploy/prometheus/ensure-prometheus.sh
 	bash deploy/perf_analyzer/ensure-perf-analyzer.sh $(VENV)
 	$(BIN)/python -m pytest
@@ -36,6 +37,7 @@ perf-analyzer: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

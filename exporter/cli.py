@@ -18,7 +18,7 @@ DEFAULT_PREFERRED_BATCH_SIZES = [8, 16, 32, 64]  # same as exporter.pipeline's; 
 class _AppendOverDefault(argparse.Action):
     """Like action="append", but the first use replaces the default list instead of extending it."""
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
         current = getattr(namespace, self.dest)
         setattr(namespace, self.dest, [*([] if current is self.default else current), values])
 

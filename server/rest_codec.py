@@ -90,8 +90,9 @@ def _flatten(data: Any) -> list[Any]:
 
 def infer_request(model: str, version: str, body: bytes, header_length: int | None) -> RestInferRequest:
     """The data plane's request from an inference body; raises InvalidInput naming the model and field."""
+    binary: bytes | memoryview = b""  # the tensors after the JSON header: a view, never a copy
     if header_length is None:
-        header, binary = body, b""
+        header = body
     else:
         if not 0 <= header_length <= len(body):
             raise _invalid(
