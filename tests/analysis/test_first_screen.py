@@ -1,15 +1,12 @@
 """The report's first screen (analysis/overview.py): the table of series and the latency bar of each, in
-the HTML, Markdown and terminal reports, on hand-made campaigns whose numbers are known, and on one real
-campaign."""
+the HTML, Markdown and terminal reports, on hand-made campaigns whose numbers are known (the real
+campaigns of test_real_campaigns.py check theirs too)."""
 
 from __future__ import annotations
 
 import html as html_lib
 import json
-import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,33 +216,3 @@ def test_untrusted_model_names_are_escaped_in_the_bars(handmade, kit, tmp_path):
     analyze_campaign(folder, tmp_path / "out")
     page = (tmp_path / "out" / "report.html").read_text()
     assert "m<i>" not in page and "m&lt;i&gt;&amp;x" in page
-
-
-@pytest.mark.slow
-def test_a_real_campaign_opens_with_its_series_and_bar(tmp_path, model_repository):
-    spec = tmp_path / "one.yaml"
-    spec.write_text(
-        "name: one\nmodels: [sentiment_fp32]\nload: {concurrency: [1, 4]}\n"
-        "server: [{batching: true, max_batch_size: 64, max_queue_delay_us: 500}]\n"
-        "step: {warmup_s: 0.5, duration_s: 1.5, max_duration_s: 1.5, stability_percent: 50}\n"
-        "objective: {percentile: p99, latency_ms: 200}\n"
-    )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, "-m", "cli", "campaign", str(spec), "--output", str(tmp_path / "c"),
-         "--model-repository", str(model_repository)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = analyze_campaign(tmp_path / "c", tmp_path / "out")
-    (row,) = build_overview(summary)
-    (verdict,) = summary.verdicts
-    step = next(s for s in summary.steps if s.step_index == verdict.based_on_steps[0])
-    assert (row.step_index, row.load, row.mean_s) == (step.step_index, "4 users", step.mean_s)
-    by_field = {s.part.field: s.seconds for s in row.segments}
-    assert by_field["compute_s"] == pytest.approx(step.decomposition.compute_s)
-    assert sum(s.percent for s in row.segments) == 100 and all(s.share >= 0 for s in row.segments)
-    assert sum(s.seconds for s in row.segments) == pytest.approx(step.mean_s)
-    page = (tmp_path / "out" / "report.html").read_text()
-    assert page.count('class="bar"') == 1 and page.index("At a glance") < page.index("<h2>Verdict</h2>")

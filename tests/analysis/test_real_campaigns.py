@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from analysis import analyze_campaign
+from analysis.overview import build_overview
 from loadtest.procs import child_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -74,9 +75,27 @@ def analyze_real(name: str, tmp_path: Path, repository: Path) -> dict:
     assert summary.left_out == []
     html = (tmp_path / f"{name}-analysis" / "report.html").read_text()
     assert html.count('<div class="chart">') == 5
+    check_first_screen(summary, html)
     data = json.loads((tmp_path / f"{name}-analysis" / "summary.json").read_text())
     assert len(data["verdicts"]) == 1
     return data["verdicts"][0]
+
+
+def check_first_screen(summary, html: str) -> None:
+    """The report opens with one row and one latency bar for the campaign's one series, whose parts are
+    the based-on step's decomposition and add up to its client mean."""
+    (row,) = build_overview(summary)
+    (verdict,) = summary.verdicts
+    step = next(s for s in summary.steps if s.step_index == verdict.based_on_steps[0])
+    assert (row.step_index, row.mean_s) == (step.step_index, step.mean_s)
+    assert row.load == step.load
+    compute_s = step.decomposition.compute_s
+    parts_s = sum(getattr(step.decomposition, s.part.field) or 0.0 for s in row.segments if s.part.field)
+    if compute_s is not None and parts_s <= step.mean_s:  # not scaled down to the mean: shown as measured
+        assert {s.part.field: s.seconds for s in row.segments}["compute_s"] == pytest.approx(compute_s)
+    assert sum(s.percent for s in row.segments) == 100 and all(s.share >= 0 for s in row.segments)
+    assert sum(s.seconds for s in row.segments) == pytest.approx(step.mean_s)
+    assert html.count('class="bar"') == 1 and html.index("At a glance") < html.index("<h2>Verdict</h2>")
 
 
 @pytest.mark.slow
