@@ -139,6 +139,13 @@ def step_of(load: StepLoad, export_file: Path, input_data: str, run_time_s: floa
     )
 
 
+def one_line(exc: PerfAnalyzerError, lines: int = 5) -> str:
+    """The error for a step record and a progress line: its cause, then its last output lines."""
+    head = f"{NAME}: {exc.args[0]}"
+    tail = [cut(line.strip(), 200) for line in exc.lines[-lines:]]
+    return head + (f" (its last lines: {' | '.join(tail)})" if tail else "")
+
+
 class PerfAnalyzerEngineRun:
     """One running perf_analyzer child; its samples are written to samples_dir by finish()."""
 
@@ -176,7 +183,7 @@ class PerfAnalyzerEngineRun:
             self.run.wait(self.timeout_s)
             export = read_export(self.step.export_file, self.step.batch)
         except PerfAnalyzerError as exc:
-            raise StepFailed(f"{NAME}: {exc}") from None
+            raise StepFailed(one_line(exc)) from None
         except BaseException:  # Ctrl-C or SIGTERM while waiting: never leave the child running
             self.run.kill()
             raise
@@ -201,7 +208,7 @@ class PerfAnalyzerEngine:
             step.export_file.unlink(missing_ok=True)  # perf_analyzer will not overwrite one
             run = Run(located, command(located.path, step), Path(f"{prefix}-output.txt"))
         except PerfAnalyzerError as exc:
-            raise StepFailed(f"{NAME}: {exc}") from None
+            raise StepFailed(one_line(exc)) from None
         except (PayloadError, ValueError) as exc:
             raise StepFailed(f"{NAME}: {exc}") from None
         return PerfAnalyzerEngineRun(load, run, step, run_time_s, request_bytes)

@@ -14,7 +14,7 @@ import pytest
 
 from analysis import analyze_campaign
 from analysis.rules import KINDS
-from loadtest.campaign import run_campaign
+from loadtest.campaign import CampaignError, run_campaign
 from loadtest.campaign_config import CampaignConfigError, parse_campaign_config
 from loadtest.connection import Connection
 from loadtest.perf_analyzer import ENV_BINARY, Located
@@ -136,19 +136,36 @@ def fake_perf_analyzer(folder: Path, script: str) -> Path:
          "perf_analyzer exited 3: error: failed to get model metadata"),
         ('for a in "$@"; do last="$a"; done\necho \'{"version": "9.9", "experiments": 7}\' > "$last"\n',
          "profile export"),
+        (None, "SERVESCOPE_PERF_ANALYZER="),
     ],
-    ids=["crashing", "unreadable-export"],
+    ids=["crashing", "unreadable-export", "missing"],
 )  # fmt: skip
 def test_a_failing_perf_analyzer_is_a_failed_step_and_the_campaign_goes_on(
-    model_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, message: str
+    server: ManagedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str | None, message: str
 ) -> None:
-    monkeypatch.setenv(ENV_BINARY, str(fake_perf_analyzer(tmp_path, script)))
+    binary = fake_perf_analyzer(tmp_path, script) if script else tmp_path / "no-perf_analyzer"
+    monkeypatch.setenv(ENV_BINARY, str(binary))
     output = tmp_path / "campaign"
-    run_campaign(parse_campaign_config(campaign()), output, model_repository=model_repository,
-                 progress=lambda _line: None)  # fmt: skip
+    config = campaign()
+    del config["server"]  # the module's running server is the target
+    run_campaign(parse_campaign_config(config), output, target=server.target,
+                 metrics_url=server.metrics_url, progress=lambda _line: None)  # fmt: skip
     steps, _ = results.read_steps(output)
     assert [s.load.users for s in steps] == [1, 4]  # on_error: continue ran the second step too
     for step in steps:
         assert step.completed == 0 and step.note is not None
         assert "load generator failed: perf_analyzer: " in step.note and message in step.note, step.note
-        assert "Traceback" not in step.note
+        assert "Traceback" not in step.note and "\n" not in step.note
+
+
+def test_servescope_load_stops_with_one_line_when_perf_analyzer_fails(
+    server: ManagedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = "echo 'Thread [0] had error: connection refused'\nexit 99\n"
+    monkeypatch.setenv(ENV_BINARY, str(fake_perf_analyzer(tmp_path, script)))
+    with pytest.raises(CampaignError) as failed:
+        run_load(tmp_path / "load", target=server.target, model="sentiment_fp32", users=2, duration_s=1.0,
+                 warmup_s=0.5, probe_requests=0, engine="perf_analyzer")  # fmt: skip
+    message = str(failed.value)
+    assert "perf_analyzer exited 99: Thread [0] had error: connection refused" in message
+    assert "\n" not in message and "Traceback" not in message
