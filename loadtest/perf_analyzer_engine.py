@@ -141,7 +141,8 @@ def step_of(load: StepLoad, export_file: Path, input_data: str, run_time_s: floa
 
 def one_line(exc: PerfAnalyzerError, lines: int = 5) -> str:
     """The error for a step record and a progress line: its cause, then its last output lines."""
-    head = f"{NAME}: {exc.args[0]}"
+    cause = str(exc.args[0])
+    head = cause if cause.startswith(NAME) else f"{NAME}: {cause}"
     tail = [cut(line.strip(), 200) for line in exc.lines[-lines:]]
     return head + (f" (its last lines: {' | '.join(tail)})" if tail else "")
 
