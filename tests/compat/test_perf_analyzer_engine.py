@@ -5,6 +5,7 @@ the open-loop rate, and a perf_analyzer that fails recorded as a failed step (do
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from servescope import results
 from servescope.errors import UsageError
 from servescope.settings import ServeFlags
 from tests.loadtest.load_command import run_load
+from tests.server.conftest import RunningServer, server_options
 
 pytestmark = pytest.mark.slow
 QUICK_STEPS = {"warmup_s": 0.5, "duration_s": 1.5, "max_duration_s": 1.5}
@@ -146,7 +148,7 @@ def test_a_failing_perf_analyzer_is_a_failed_step_and_the_campaign_goes_on(
     binary = fake_perf_analyzer(tmp_path, script) if script else tmp_path / "no-perf_analyzer"
     monkeypatch.setenv(ENV_BINARY, str(binary))
     output = tmp_path / "campaign"
-    config = campaign()
+    config = campaign(probe_requests=0)
     del config["server"]  # the module's running server is the target
     run_campaign(parse_campaign_config(config), output, target=server.target,
                  metrics_url=server.metrics_url, progress=lambda _line: None)  # fmt: skip
@@ -169,3 +171,41 @@ def test_servescope_load_stops_with_one_line_when_perf_analyzer_fails(
     message = str(failed.value)
     assert "perf_analyzer exited 99: Thread [0] had error: connection refused" in message
     assert "\n" not in message and "Traceback" not in message
+
+
+def test_tls_both_protocols_a_version_a_header_and_grpc_headers_refused(
+    perf_analyzer: Located, model_repository: Path, tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    running = RunningServer(
+        server_options(model_repository, models=("sentiment_fp32",), tls_cert=cert, tls_key=key)
+    )
+    try:
+        https = Connection(protocol="http", tls_ca=str(cert), model_version="1", headers={"x-trace": "a1"})
+        output = tmp_path / "https"
+        run_load(output, https, target=f"localhost:{running.http_port}", model="sentiment_fp32", users=1,
+                 duration_s=1.0, warmup_s=0.3, probe_requests=0, engine="perf_analyzer")  # fmt: skip
+        (step,) = results.read_steps(output)[0]
+        assert step.errors_by_code == {} and step.completed > 0
+        output = tmp_path / "grpc-tls"
+        grpc_tls = Connection(tls_ca=str(cert), model_version="1")
+        run_load(output, grpc_tls, target=f"localhost:{running.grpc_port}", model="sentiment_fp32", users=1,
+                 duration_s=1.0, warmup_s=0.3, probe_requests=0, engine="perf_analyzer")  # fmt: skip
+        (step,) = results.read_steps(output)[0]
+        assert step.errors_by_code == {} and step.completed > 0
+        grpc_headers = Connection(tls_ca=str(cert), headers={"x-trace": "a1"})
+        with pytest.raises(CampaignError) as refused:
+            run_load(tmp_path / "grpc", grpc_headers, target=f"localhost:{running.grpc_port}",
+                     model="sentiment_fp32", users=1, duration_s=1.0, warmup_s=0.3, probe_requests=0,
+                     engine="perf_analyzer")  # fmt: skip
+        assert (
+            "headers ('x-trace') cannot be sent over gRPC: perf_analyzer 2.48 sends -H headers on HTTP only"
+            in str(refused.value)
+        )
+    finally:
+        running.close()
