@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.connection import PROTOCOLS, Connection, ConnectionSettingsError
-from loadtest.engine import DEFAULT_ENGINE, ENGINES, LoadLevel
+from loadtest.engine import DEFAULT_ENGINE, ENGINES, LoadLevel, ramp_refusal
 from loadtest.payload import PAYLOAD_KINDS
 from servescope.echo import one_line, shown
 from servescope.settings import DEVICES, ServeFlags
@@ -257,6 +257,10 @@ def parse_campaign_config(
     ramp = c.boolean("load.ramp", load["ramp"])
     if ramp and concurrency and rates:
         raise c.fail("load.ramp", ramp, "needs one of load.concurrency or load.rates_rps, not both")
+    engine_name = c.string("load.engine", load["engine"], tuple(ENGINES))
+    refusal = ramp_refusal(engine_name, f"{c.source}: load.ramp") if ramp else None
+    if refusal:
+        raise CampaignConfigError(refusal)
     servers = c.sweep("server", resolved["server"], lambda k, v: _server_setting(c, k, v))
     warmup_s = c.number("step.warmup_s", step["warmup_s"], positive=False)
     duration_s = c.number("step.duration_s", step["duration_s"])
@@ -293,7 +297,7 @@ def parse_campaign_config(
         input_data=c.path("input_data", resolved["input_data"], base_dir),
         probe_requests=c.integer("load.probe_requests", load["probe_requests"], 0),
         ramp=ramp,
-        engine=c.string("load.engine", load["engine"], tuple(ENGINES)),
+        engine=engine_name,
         raw=resolved,
     )
     resolved["server"] = [dataclasses.asdict(s) for s in servers]

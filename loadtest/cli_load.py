@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=list(ENGINES),
         default=DEFAULT_ENGINE,
-        help="the load generator (loadtest/engine.py): locust runs headless Locust in subprocesses",
+        help="the load generator (loadtest/engine.py): locust runs headless Locust in subprocesses, "
+        "perf_analyzer runs NVIDIA's C++ client (one load level per run: no --ramp-steps)",
     )
     parser.add_argument(
         "--target",
@@ -141,6 +142,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    from loadtest.engine import ramp_refusal
+
     if args.users is not None and args.users < 1:
         raise UsageError(f"--users {args.users}: must be at least 1")
     if args.rate is not None and args.rate <= 0:
@@ -159,6 +162,9 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-inflight {args.max_inflight}: must be at least 1")
     if args.ramp_steps < 1:
         raise UsageError(f"--ramp-steps {args.ramp_steps}: must be at least 1")
+    refusal = ramp_refusal(args.engine, "--ramp-steps") if args.ramp_steps > 1 else None
+    if refusal:
+        raise UsageError(refusal)
     if ":" not in args.target:
         raise UsageError(f"--target {args.target!r}: expected HOST:PORT")
     if args.probe_requests < 0:

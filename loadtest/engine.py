@@ -38,7 +38,10 @@ from servescope.echo import shown
 # name -> the module whose ENGINE attribute is the engine (imported only when a step asks for it).
 ENGINES: dict[str, str] = {
     "locust": "loadtest.locust_engine",
+    "perf_analyzer": "loadtest.perf_analyzer_engine",
 }
+# Engines that run one load level per generator run: a ramp (load.ramp, --ramp-steps) is refused for them.
+ONE_LEVEL_ENGINES = ("perf_analyzer",)
 DEFAULT_ENGINE = "locust"
 
 
@@ -140,6 +143,16 @@ def check_engine(name: str, where: str = "load.engine") -> str:
         known = ", ".join(ENGINES)
         raise UnknownEngine(f"{where}: {shown(name)} is not a known load engine (known: {known})")
     return name
+
+
+def ramp_refusal(name: str, where: str) -> str | None:
+    """Why engine `name` cannot run a ramp (one line naming the engine and the option), or None."""
+    if name not in ONE_LEVEL_ENGINES:
+        return None
+    return (
+        f"{where}: the {name} engine runs one load level per run and cannot hold a ramp's timed levels "
+        "in one run; use the locust engine for a ramp, or drop the ramp (one step per level)"
+    )
 
 
 def engine(name: str) -> Engine:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from servescope.echo import cut, shown
 
@@ -258,28 +259,39 @@ class Run:
             except OSError as exc:
                 raise PerfAnalyzerError(f"perf_analyzer did not start ({argv[0]}): {exc}") from None
         self.pid = self._process.pid
+        self._exit: tuple[int, Any] | None = None  # (wait status, rusage) once reaped
 
     def output(self) -> str:
         return self.output_file.read_bytes().decode("utf-8", errors="replace")
 
+    @property
+    def returncode(self) -> int | None:
+        """Its exit code once reaped (poll, wait or kill), else None."""
+        return self._process.returncode
+
+    def poll(self) -> bool:
+        """True while the child runs; once it has exited, reaps it (keeping its rusage for wait())."""
+        if self._exit is None:
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            if pid:
+                self._exit = (status, usage)
+                self._process.returncode = os.waitstatus_to_exitcode(status)
+        return self._exit is None
+
     def wait(self, timeout_s: float) -> Finished:
         """Wait for the exit; PerfAnalyzerError (with the last lines) on a timeout or a failure."""
         deadline_s = self._started_s + timeout_s
-        while True:
-            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
-            if pid:
-                break
+        while self.poll():
             if time.perf_counter() > deadline_s:
-                self._process.kill()
-                _, status, usage = os.wait4(self.pid, 0)
-                self._process.returncode = os.waitstatus_to_exitcode(status)
+                self.kill()
                 raise PerfAnalyzerError(
                     f"perf_analyzer ran past its {timeout_s:g} s timeout and was killed",
                     last_lines(self.output()),
                 )
             time.sleep(0.02)
-        code = os.waitstatus_to_exitcode(status)
-        self._process.returncode = code  # reaped here with wait4 (for its rusage), not by Popen
+        assert self._exit is not None
+        status, usage = self._exit
+        code = os.waitstatus_to_exitcode(status)  # reaped with wait4 (for its rusage), not by Popen
         output = self.output()
         if code != 0:
             raise PerfAnalyzerError(
@@ -289,9 +301,10 @@ class Run:
 
     def kill(self) -> None:
         """Kill and reap the child if it is still running."""
-        if self._process.returncode is None:
+        if self._exit is None:
             self._process.kill()
-            _, status, _ = os.wait4(self.pid, 0)
+            _, status, usage = os.wait4(self.pid, 0)
+            self._exit = (status, usage)
             self._process.returncode = os.waitstatus_to_exitcode(status)
 
 

@@ -146,9 +146,14 @@ def test_load_engine_is_chosen_by_name_and_an_unknown_one_is_refused() -> None:
     assert parse_campaign_config({"models": ["m"], "load": {"concurrency": [1]}}).engine == "locust"
     config = parse_campaign_config({"models": ["m"], "load": {"concurrency": [1], "engine": "locust"}})
     assert config.engine == "locust" and engine(config.engine).name == "locust"
-    with pytest.raises(CampaignConfigError, match=r"load\.engine: 'jmeter' must be one of locust"):
+    config = parse_campaign_config({"models": ["m"], "load": {"concurrency": [1], "engine": "perf_analyzer"}})
+    assert config.engine == "perf_analyzer" and engine(config.engine).name == "perf_analyzer"
+    with pytest.raises(
+        CampaignConfigError, match=r"load\.engine: 'jmeter' must be one of locust, perf_analyzer$"
+    ):
         parse_campaign_config({"models": ["m"], "load": {"concurrency": [1], "engine": "jmeter"}})
     with pytest.raises(
-        UnknownEngine, match=r"load\.engine: 'jmeter' is not a known load engine \(known: locust\)"
+        UnknownEngine,
+        match=r"load\.engine: 'jmeter' is not a known load engine \(known: locust, perf_analyzer\)",
     ):
         engine("jmeter")
