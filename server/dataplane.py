@@ -127,6 +127,7 @@ class DataPlane:
             outcome.compute_s,
             decoded_s - start_s,
             end_s - encode_start_s,
+            decoded.batch_size,
         )
         return InferResponse(served.name, served.version, request.id, outputs)
 

@@ -137,7 +137,6 @@ class ServedModel:
             return
         stats = self.stats
         stats.execution_count += 1
-        stats.inference_count += report.batch_size
         stats.last_inference_ms = int(time.time() * 1000)
         stats.batch_infer[report.batch_size].add(report.compute_s)
         self._compute_duration.observe(report.compute_s)
@@ -146,9 +145,13 @@ class ServedModel:
         self._batches.inc()
 
     def observe_success(
-        self, total_s: float, queue_s: float, compute_s: float, input_s: float, output_s: float
+        self, total_s: float, queue_s: float, compute_s: float, input_s: float, output_s: float, samples: int
     ) -> None:
+        """One request answered: its samples join inference_count with its success, in one step, so a
+        ModelStatistics read between a batch's end and its requests' answers never sees one without the
+        other (inference_count == samples of the successes, as Triton counts it)."""
         stats = self.stats
+        stats.inference_count += samples
         stats.success.add(total_s)
         stats.queue.add(queue_s)
         stats.compute_input.add(input_s)
