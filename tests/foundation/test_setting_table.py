@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from analysis.recommendation import Change, server_change
+from loadtest.campaign_config import CampaignConfigError, parse_campaign_config
 from server.batcher import BatchSettings
 from server.cli import add_arguments, auto_workers, options_from_args
 from servescope import settings
@@ -131,3 +132,15 @@ def test_a_server_change_of_no_setting_is_refused() -> None:
     with pytest.raises(KeyError, match="not a server setting: max_batch"):
         Change("max_batch", 4)
     assert Change("client_batch_size", 8, 1, "client", "--batch-size 8").flag == "--batch-size 8"
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.name in FIELDS], ids=lambda s: s.name)
+def test_a_campaign_server_entry_takes_what_the_setting_allows(tmp_path: Path, setting: Setting) -> None:
+    base = {"models": ["m"], "load": {"concurrency": [1]}}
+    for value in samples(setting):
+        config = parse_campaign_config({**base, "server": [{setting.name: value}]})
+        options = parse(tmp_path, config.servers[0].argv())
+        assert getattr(options, setting.name) == expected(setting, value, options), (setting.name, value)
+    if setting.high is not None:
+        with pytest.raises(CampaignConfigError, match=f"must be at most {setting.high}"):
+            parse_campaign_config({**base, "server": [{setting.name: setting.high + 1}]})
