@@ -100,6 +100,7 @@ def add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
     parse.__name__ = setting.name
     parser.add_argument(
         setting.flag,
+        dest=setting.name,
         type=parse,
         choices=setting.choices or None,
         default=_env(flag, setting.default),

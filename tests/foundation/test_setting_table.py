@@ -123,7 +123,7 @@ def test_a_server_change_prints_the_flag_that_makes_it(tmp_path: Path, setting: 
 
 def test_a_change_with_settings_that_go_with_it_prints_them_all(tmp_path: Path) -> None:
     change = server_change(settings.BATCHING, True, False, {"max_batch_size": 16, "max_queue_delay_us": 700})
-    assert change.flag == "--max-batch-size 16 --max-queue-delay-us 700"
+    assert change.flag == f"{settings.MAX_BATCH_SIZE.flag} 16 {settings.MAX_QUEUE_DELAY_US.flag} 700"
     options = parse(tmp_path, change.flag.split())
     assert (options.batching, options.max_batch_size, options.max_queue_delay_us) == (True, 16, 700)
 
