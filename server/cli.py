@@ -103,7 +103,7 @@ def add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
         dest=setting.name,
         type=parse,
         choices=setting.choices or None,
-        default=_env(flag, setting.default),
+        default=os.environ.get(setting.env, setting.default),
         metavar=setting.metavar,
         help=setting.help_text(),
     )
