@@ -1,88 +1,31 @@
 """Recommendations that carry numbers, as pieces: each returns its Recommendations for a Situation, or
 nothing when it does not apply. Each verdict kind (rules.py) composes its recommendations from these.
-
-A Recommendation is text for people plus, where it changes something, the exact change (a
-`servescope serve` setting by its ServeFlags name, or a client or campaign setting) and a prediction:
-which figure of the step should move, from what, to what, and on what basis. `servescope tune` applies
-the change and checks the prediction.
+What a Recommendation holds (its Change and Prediction): recommendation.py. A server setting's flag, in
+the text and in the change, comes from its definition in servescope/settings.py.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
 from analysis.batching import suggest_delay_us, suggest_max_batch
 from analysis.context import Situation
 from analysis.fmt import ms
 from analysis.quantization import configuration_of
+from analysis.recommendation import (
+    TRANSPORTS,
+    Change,
+    Recommendation,
+    batch_size_for,
+    batching_gain,
+    cap,
+    predict,
+    server_change,
+)
+from analysis.recommendation import Prediction as Prediction  # the reports take the types from here too
 from analysis.steps import batching_enabled, describe_load, full_batches
 from analysis.thresholds import BATCH_GAIN_MIN, BETTER_VARIANT_RATIO, HOST_BUSY, TRANSPORT_SAVING_SHARE
-
-
-@dataclass
-class Change:
-    """One setting to change. where: "server" (a ServeFlags field of `servescope serve`), "client" (the
-    load client: client_batch_size, connections), or "campaign" (load.workers, model)."""
-
-    setting: str
-    value: Any
-    current: Any = None
-    where: str = "server"
-    flag: str | None = None  # the command-line form, e.g. "--max-queue-delay-us 600"
-    also: dict[str, Any] = field(
-        default_factory=dict
-    )  # settings that go with it (enabling batching: its size)
-
-    def settings(self) -> dict[str, Any]:
-        """Every setting this change makes, by name."""
-        return {self.setting: self.value, **self.also}
-
-
-@dataclass
-class Prediction:
-    """What the change should do to one figure of the step it was measured at."""
-
-    figure: str  # "requests_per_s", "inferences_per_s", "mean_latency_s" or "p99_s"
-    current: float
-    expected: float
-    step_index: int
-    load: str  # the offered load to re-measure at, e.g. "32 users"
-    basis: str  # how `expected` was worked out
-
-    @property
-    def ratio(self) -> float:
-        return self.expected / self.current if self.current else math.nan
-
-
-@dataclass
-class Recommendation:
-    text: str
-    change: Change | None = None
-    prediction: Prediction | None = None
-
-
-def _predict(s: Situation, figure: str, expected: float, basis: str, step: Any = None) -> Prediction:
-    step = step or s.peak
-    current = {
-        "requests_per_s": step.requests_per_s,
-        "inferences_per_s": step.inferences_per_s,
-        "mean_latency_s": step.latency_s.mean if step.latency_s else math.nan,
-        "p99_s": step.latency_s.p99 if step.latency_s else math.nan,
-    }[figure]
-    return Prediction(figure, float(current), float(expected), step.step_index, describe_load(step), basis)
-
-
-def _cap(s: Situation, rps: float, saved_s: float = 0.0) -> tuple[float, str]:
-    """A predicted request rate, capped by what the available cores allow at today's CPU per request
-    (less `saved_s` CPU seconds per request that the change saves)."""
-    limit = s.machine_rps_saving(saved_s)
-    if limit is not None and rps > limit:
-        per = "today's CPU per request" + (f" less the {ms(saved_s)} of compute it saves" if saved_s else "")
-        return limit, f"capped at {limit:.0f} req/s, what {s.available_cores} cores allow at {per}"
-    return rps, ""
-
+from servescope import settings
 
 # ---- The load generator and the machine ------------------------------------------------------------
 
@@ -110,8 +53,7 @@ def free_the_generator(s: Situation) -> list[Recommendation]:
             f"give the load generator cores of its own (another machine, or `taskset` it away from other "
             f"work): its main thread waited for a CPU {wait:.0%} of the step while it used only "
             f"{cpu.generator_cores or 0:.2f} cores, and other processes used {cpu.other_cores or 0:.2f} "
-            "cores; "
-            "the latency it measured includes that wait, so nothing here describes the server"
+            "cores; the latency it measured includes that wait, so nothing here describes the server"
         )
     ]
 
@@ -120,10 +62,9 @@ def quiet_machine(s: Situation) -> list[Recommendation]:
     cpu = s.peak.cpu
     return [
         Recommendation(
-            "re-measure on a quiet machine (or pin the server with `taskset` to cores nothing else uses): "
-            "other "
-            f"processes used {cpu.other_cores or 0:.2f} cores during the step and the server's event loop "
-            f"waited for a CPU {cpu.server_loop_wait_share or 0:.0%} of it"
+            "re-measure on a quiet machine (or pin the server with `taskset` to cores nothing else "
+            f"uses): other processes used {cpu.other_cores or 0:.2f} cores during the step and the server's "
+            f"event loop waited for a CPU {cpu.server_loop_wait_share or 0:.0%} of it"
         )
     ]
 
@@ -143,21 +84,18 @@ def shorter_window(s: Situation) -> list[Recommendation]:
         if finding.skipped
         else "the window's share of the wait comes off"
     )
+    change = server_change(
+        settings.MAX_QUEUE_DELAY_US, finding.suggested_delay_us, finding.max_queue_delay_us
+    )
     return [
         Recommendation(
             f"lower max_queue_delay_us from {finding.max_queue_delay_us} to {finding.suggested_delay_us} "
-            f"(--max-queue-delay-us {finding.suggested_delay_us}): at step {finding.step_index} "
+            f"({change.flag}): at step {finding.step_index} "
             f"({finding.load}) the window added {ms(finding.batching_delay_s)} ({finding.share:.0%} of the "
             f"{ms(finding.client_mean_s)} mean latency) for batches of {finding.batch_size_mean:.2f} "
             f"samples; expect the mean near {ms(expected)}",
-            Change(
-                "max_queue_delay_us",
-                finding.suggested_delay_us,
-                finding.max_queue_delay_us,
-                "server",
-                f"--max-queue-delay-us {finding.suggested_delay_us}",
-            ),
-            _predict(s, "mean_latency_s", expected, basis, step),
+            change,
+            predict(s, "mean_latency_s", expected, basis, step),
         )
     ]
 
@@ -173,13 +111,14 @@ def batching_off_at_this_load(s: Situation) -> list[Recommendation]:
         return []
     suggested_us = suggest_delay_us(s.fit, s.peak, s.objective.latency_s)
     expected = s.parts.client_mean_s - s.parts.batching_delay_s
+    change = server_change(settings.BATCHING, False, True)
     return [
         Recommendation(
             f"the window ({s.peak.server_settings.max_queue_delay_us} us) is about one compute time "
             f"({suggested_us} us), yet batches stay near one request: at this load batching cannot pay; "
-            f"switch it off (--no-batching) to save about {ms(s.parts.batching_delay_s)} per request",
-            Change("batching", False, True, "server", "--no-batching"),
-            _predict(s, "mean_latency_s", expected, "the batch window's wait comes off"),
+            f"switch it off ({change.flag}) to save about {ms(s.parts.batching_delay_s)} per request",
+            change,
+            predict(s, "mean_latency_s", expected, "the batch window's wait comes off"),
         )
     ]
 
@@ -196,75 +135,44 @@ def record_metrics(s: Situation) -> list[Recommendation]:
 # ---- Queueing, batching and compute ----------------------------------------------------------------
 
 
-def _batch_size_for(s: Situation, outstanding: int, limit: int = 64) -> tuple[int, str]:
-    """A max_batch_size: the measured curve's best size when there is one, else room for every outstanding
-    request (users x samples), as a power of two up to `limit`."""
-    curve = s.batch_curve
-    best = curve.best_size() if curve is not None else None
-    if curve is not None and best is not None and best < curve.largest:
-        size = 1 << max(0, math.ceil(math.log2(best)))
-        return min(size, limit), (
-            f"{curve.basis} by batch size says throughput per sample stops improving by "
-            f"{BATCH_GAIN_MIN:.0%} beyond batch {best}"
-        )
-    size = min(limit, 1 << max(0, math.ceil(math.log2(max(outstanding, 2)))))
-    return size, ""
-
-
 def queueing(s: Situation) -> list[Recommendation]:
     peak, parts, util = s.peak, s.parts, s.util
     compute_s = parts.compute_s or 0.0
     if not batching_enabled(peak):
         outstanding = (peak.load.users or 1) * max(peak.client_batch_size, 1)
-        size, why = _batch_size_for(s, outstanding)
+        size, why = batch_size_for(s, outstanding)
         delay_us = suggest_delay_us(s.fit, peak, s.objective.latency_s, cap_at_current=False)
+        also = {settings.MAX_BATCH_SIZE.name: size, settings.MAX_QUEUE_DELAY_US.name: delay_us}
+        change = server_change(settings.BATCHING, True, False, also)
         text = (
-            f"enable dynamic batching (--max-batch-size {size} --max-queue-delay-us {delay_us}): with "
+            f"enable dynamic batching ({change.flag}): with "
             f"batching off each request computes alone in {ms(compute_s)}, so one instance serves at most "
             f"{1 / compute_s if compute_s else float('nan'):.0f} req/s and queueing took "
             f"{ms(parts.queueing_s)} of the {ms(parts.client_mean_s)} mean latency"
         )
-        gain, basis, saved_s = None, "", 0.0
-        curve = s.batch_curve
-        reach = min(size, outstanding)  # the batches this load can form with the new limit
-        sizes = [b for b in (curve.points if curve is not None else ()) if b <= reach]
-        alone = curve.samples_per_s(1) if curve is not None else None
-        if curve is not None and alone and len(sizes) >= 2:
-            at = max(sizes)
-            rate = curve.samples_per_s(at) or 0.0
-            gain = rate / alone
-            saved_s = max(0.0, (curve.compute_s(1) or 0.0) - 1 / rate) if rate else 0.0
-            basis = f"{curve.basis}: {rate:.0f} samples/s per slot at batch {at}"
-            text += f"; {basis}, {gain:.1f}x batch 1"
-        elif s.fit is not None and s.fit.per_sample_s > 0:
-            gain = s.fit.samples_per_s(size) / s.fit.samples_per_s(1)
-            saved_s = max(0.0, 1 / s.fit.samples_per_s(1) - 1 / s.fit.samples_per_s(size))
-            basis = f"the compute fit predicts {gain:.1f}x the capacity at batch {size}"
-            text += f"; {basis}"
+        gain, basis, saved_s, said = batching_gain(s, size, outstanding)
+        text += said
         if why:
             text += f" ({why})"
         prediction = None
         if gain is not None and gain > 1:
-            expected, capped = _cap(s, peak.requests_per_s * gain, saved_s)
-            prediction = _predict(s, "requests_per_s", expected, "; ".join(p for p in (basis, capped) if p))
-        change = Change(
-            "batching", True, False, "server", f"--max-batch-size {size} --max-queue-delay-us {delay_us}",
-            {"max_batch_size": size, "max_queue_delay_us": delay_us},
-        )  # fmt: skip
+            expected, capped = cap(s, peak.requests_per_s * gain, saved_s)
+            prediction = predict(s, "requests_per_s", expected, "; ".join(p for p in (basis, capped) if p))
         return [Recommendation(text, change, prediction)]
     if full_batches(peak):
         return []  # the bigger-batch advice covers it
     busy = util.host_busy_fraction
     if busy is not None and busy < HOST_BUSY and util.server_cores is not None and util.machine_cores:
         instances = (peak.server_settings.instances or 1) + 1
-        expected, capped = _cap(s, peak.requests_per_s * instances / (instances - 1))
+        expected, capped = cap(s, peak.requests_per_s * instances / (instances - 1))
+        change = server_change(settings.INSTANCES, instances, instances - 1)
         return [
             Recommendation(
-                f"add an instance (--instances {instances}): the host CPUs were only {busy:.0%} busy "
+                f"add an instance ({change.flag}): the host CPUs were only {busy:.0%} busy "
                 f"(server {util.server_cores:.2f} of {util.machine_cores} cores) while queueing took "
                 f"{ms(parts.queueing_s)} of the {ms(parts.client_mean_s)} mean latency",
-                Change("instances", instances, instances - 1, "server", f"--instances {instances}"),
-                _predict(
+                change,
+                predict(
                     s, "requests_per_s", expected, "one more compute slot" + (f"; {capped}" if capped else "")
                 ),
             )
@@ -285,8 +193,7 @@ def bigger_batches(s: Situation) -> list[Recommendation]:
                 Recommendation(
                     f"keep max_batch_size {current}: batches are full, but {curve.basis} says "
                     f"throughput per sample stops improving by {BATCH_GAIN_MIN:.0%} beyond batch {best}; "
-                    "more "
-                    "throughput needs more compute (instances, workers, a lighter variant)"
+                    "more throughput needs more compute (instances, workers, a lighter variant)"
                 )
             ]
     fit = s.fit
@@ -311,15 +218,16 @@ def bigger_batches(s: Situation) -> list[Recommendation]:
         ]
     gain = fit.samples_per_s(suggested) / fit.samples_per_s(current) - 1
     worst_s = delay_s + 2 * fit.compute_s(suggested)
-    expected, capped = _cap(s, peak.requests_per_s * (1 + gain))
+    expected, capped = cap(s, peak.requests_per_s * (1 + gain))
+    change = server_change(settings.MAX_BATCH_SIZE, suggested, current)
     return [
         Recommendation(
-            f"raise max_batch_size to {suggested} (--max-batch-size {suggested}): batches are full at "
+            f"raise max_batch_size to {suggested} ({change.flag}): batches are full at "
             f"{current}; the fit ({ms(fit.fixed_s)} + {ms(fit.per_sample_s)}/sample) predicts {gain:+.0%} "
             f"throughput with a worst case near {ms(worst_s)} (window + two batches) against "
             f"{objective.label}",
-            Change("max_batch_size", suggested, current, "server", f"--max-batch-size {suggested}"),
-            _predict(
+            change,
+            predict(
                 s, "requests_per_s", expected, "the linear compute fit" + (f"; {capped}" if capped else "")
             ),
         )
@@ -343,10 +251,11 @@ def more_workers(s: Situation) -> list[Recommendation]:
     loop = (
         f"{s.loop_cores:.2f} cores" if s.loop_cores is not None else f"a mean timer lag of {ms(s.loop_lag_s)}"
     )
-    expected, capped = _cap(s, s.peak.requests_per_s * target / workers)
+    expected, capped = cap(s, s.peak.requests_per_s * target / workers)
     basis = f"{target} event loops instead of {workers}" + (f"; {capped}" if capped else "")
+    change = server_change(settings.WORKERS, target, workers)
     text = (
-        f"run more server workers (--workers {target}): the busiest event loop used {loop} at "
+        f"run more server workers ({change.flag}): the busiest event loop used {loop} at "
         f"{s.peak.requests_per_s:.0f} req/s; {target} workers could answer about {expected:.0f} req/s"
     )
     if capped:
@@ -354,8 +263,8 @@ def more_workers(s: Situation) -> list[Recommendation]:
     return [
         Recommendation(
             text,
-            Change("workers", target, workers, "server", f"--workers {target}"),
-            _predict(s, "requests_per_s", expected, basis),
+            change,
+            predict(s, "requests_per_s", expected, basis),
         )
     ]
 
@@ -384,10 +293,9 @@ def client_batching(s: Situation) -> list[Recommendation]:
         Recommendation(
             f"send several samples per request (client batch {target} instead of {batch}): the server's cost "
             f"per request (event loop, gRPC) is spent once per request; expect about {expected:.0f} "
-            "inferences/s "
-            f"({basis})",
+            f"inferences/s ({basis})",
             Change("client_batch_size", target, batch, "client", f"--batch-size {target}"),
-            _predict(s, "inferences_per_s", expected, basis),
+            predict(s, "inferences_per_s", expected, basis),
         )
     ]
 
@@ -412,8 +320,7 @@ def gpu_replica(s: Situation) -> list[Recommendation]:
     return [
         Recommendation(
             f"the GPU is {gpu:.0%} busy at {rate:.0f} inferences/s: more throughput needs another GPU "
-            "replica "
-            f"(about {2 * rate:.0f} inferences/s for two) or a lighter variant"
+            f"replica (about {2 * rate:.0f} inferences/s for two) or a lighter variant"
         )
     ]
 
@@ -434,20 +341,6 @@ def cheaper_transport(s: Situation) -> list[Recommendation]:
     ]
 
 
-# The transports a campaign can use: name, how to select it, and the client setting that selects it.
-_TRANSPORTS = {
-    "grpc": ("unary gRPC", "--protocol grpc, load.protocol: grpc", "protocol", "grpc", "--protocol grpc"),
-    "grpc_stream": (
-        "gRPC streaming",
-        "one ModelStreamInfer stream per client: servescope load --streaming, load.streaming: true",
-        "streaming",
-        True,
-        "--streaming",
-    ),
-    "http": ("REST", "--protocol http, load.protocol: http", "protocol", "http", "--protocol http"),
-}
-
-
 def other_transport(s: Situation) -> list[Recommendation]:
     """The transport probe (campaign.json) measured another way to call the server clearly cheaper per
     request than the one the steps used: name it, with the measured figures."""
@@ -457,10 +350,10 @@ def other_transport(s: Situation) -> list[Recommendation]:
     used_s = probe.p50_s[probe.used]
     best = min(probe.p50_s, key=lambda name: probe.p50_s[name])
     saving_s = used_s - probe.p50_s[best]
-    if best == probe.used or best not in _TRANSPORTS or saving_s < TRANSPORT_SAVING_SHARE * used_s:
+    if best == probe.used or best not in TRANSPORTS or saving_s < TRANSPORT_SAVING_SHARE * used_s:
         return []
-    used = _TRANSPORTS[probe.used][0] if probe.used in _TRANSPORTS else probe.used
-    name, how, setting, value, flag = _TRANSPORTS[best]
+    used = TRANSPORTS[probe.used][0] if probe.used in TRANSPORTS else probe.used
+    name, how, setting, value, flag = TRANSPORTS[best]
     current = (probe.used == "grpc_stream") if setting == "streaming" else probe.used.split("_")[0]
     change = Change(setting, value, current, "client", flag)
     return [
@@ -478,11 +371,9 @@ def headroom(s: Situation) -> list[Recommendation]:
     if curve.best_inferences_per_s is None:
         return [
             Recommendation(
-                f"{peak.inferences_per_s:.0f} inferences/s at {describe_load(peak)} met {objective.label}, "
-                "but "
-                f"step {peak.step_index} is flagged (see Consistency): re-measure with longer steps, then "
-                "test "
-                "higher load to find the knee"
+                f"{peak.inferences_per_s:.0f} inferences/s at {describe_load(peak)} met "
+                f"{objective.label}, but step {peak.step_index} is flagged (see Consistency): re-measure "
+                "with longer steps, then test higher load to find the knee"
             )
         ]
     saturated = curve.knee_step_index is not None
@@ -542,7 +433,7 @@ def variants(s: Situation) -> list[Recommendation]:
                     f"{row.model} ({row.precision}) gives {ratio:.2f}x the throughput ({basis}) "
                     f"for {accuracy}{size}",
                     Change("model", row.model, peak.model, "campaign"),
-                    _predict(s, "inferences_per_s", peak.inferences_per_s * ratio, basis),
+                    predict(s, "inferences_per_s", peak.inferences_per_s * ratio, basis),
                 )
             )
     return out

@@ -21,7 +21,7 @@ from loadtest.connection import PROTOCOLS, Connection, ConnectionSettingsError
 from loadtest.engine import DEFAULT_ENGINE, ENGINES, LoadLevel, ramp_refusal
 from loadtest.payload import PAYLOAD_KINDS
 from servescope.echo import one_line, shown
-from servescope.settings import DEVICES, ServeFlags
+from servescope.settings import BY_NAME, ServeFlags
 
 PERCENTILES = ("p50", "p90", "p95", "p99", "p999")
 ON_ERROR = ("continue", "stop")
@@ -330,20 +330,21 @@ def _version(c: _Checker, value: Any) -> str:
 
 
 def _server_setting(c: _Checker, key: str, value: Any) -> ServeFlags:
+    """One `servers` entry, each value checked against its setting's definition (servescope/settings.py)."""
     c.mapping(key, value, _SERVER_KEYS)
     kwargs: dict[str, Any] = {}
     for name, v in value.items():
-        where = f"{key}.{name}"
-        if name in ("batching", "adaptive_delay"):
+        setting, where = BY_NAME[name], f"{key}.{name}"
+        if setting.switch:
             kwargs[name] = c.boolean(where, v)
-        elif name == "device":
-            kwargs[name] = c.string(where, v, DEVICES)
-        elif name == "max_queue_delay_us":
-            kwargs[name] = c.integer(where, v, 0)
-        elif name == "workers" and v == "auto":
+        elif setting.choices:
+            kwargs[name] = c.string(where, v, setting.choices)
+        elif setting.auto and v == "auto":
             kwargs[name] = v
         else:
-            kwargs[name] = c.integer(where, v, 1)
+            kwargs[name] = c.integer(where, v, setting.low or 0)
+            if setting.high is not None and v > setting.high:
+                raise c.fail(where, v, f"must be at most {setting.high}")
     return ServeFlags(**kwargs)
 
 

@@ -19,17 +19,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from server.admission import Admission
-from server.batcher import (
-    MAX_BATCH_SIZE,
-    MAX_INSTANCES,
-    MAX_QUEUE_DELAY_US,
-    MAX_QUEUE_TIMEOUT_US,
-    BatchSettings,
-)
+from server.batcher import BatchSettings
 from server.dataplane import DataPlane
 from server.frontend import FrontDoor, FrontEnd
 from server.gpu import gpu_count
@@ -43,6 +38,7 @@ from server.restricted import Restriction, Restrictions
 from server.servicer import DEFAULT_STREAM_MAX_INFLIGHT
 from server.shared_stats import SharedStats
 from servescope import metrics as contract
+from servescope import settings
 from servescope.repository import CONFIG_FILE, ModelEntry, RepositoryError, list_models
 
 log = logging.getLogger(__name__)
@@ -97,21 +93,25 @@ class ServerOptions:
     shared_dir: Path | None = None
 
 
+# The settings that override a config.pbtxt field as they are (instances: a sum over instance groups).
+_OVERRIDES = (
+    settings.MAX_BATCH_SIZE,
+    settings.MAX_QUEUE_DELAY_US,
+    settings.MAX_QUEUE_SIZE,
+    settings.QUEUE_TIMEOUT_US,
+)
+
+
 def _check_config(entry: ModelEntry) -> None:
     """Refuse config.pbtxt values the server cannot run with, naming the file and the field."""
     config, path = entry.config, entry.path / CONFIG_FILE
     dynamic = config.dynamic_batching
     instances = [group.count for group in config.instance_group]
+    most = settings.INSTANCES.high
     checks = [
-        ("max_batch_size", config.max_batch_size, 1, MAX_BATCH_SIZE),
-        *((f"instance_group[{i}].count", count, 0, MAX_INSTANCES) for i, count in enumerate(instances)),
-        ("instance_group counts in all", sum(instances), 0, MAX_INSTANCES),
-        ("dynamic_batching.max_queue_delay_microseconds", dynamic.max_queue_delay_microseconds, 0,
-         MAX_QUEUE_DELAY_US),
-        ("dynamic_batching.default_queue_policy.max_queue_size", dynamic.default_queue_policy.max_queue_size,
-         0, None),
-        ("dynamic_batching.default_queue_policy.default_timeout_microseconds",
-         dynamic.default_queue_policy.default_timeout_microseconds, 0, MAX_QUEUE_TIMEOUT_US),
+        *((s.config_field, _config_value(config, s), s.low or 0, s.high) for s in _OVERRIDES),
+        *((f"instance_group[{i}].count", count, 0, most) for i, count in enumerate(instances)),
+        ("instance_group counts in all", sum(instances), 0, most),
         *(("dynamic_batching.preferred_batch_size", size, 1, None) for size in dynamic.preferred_batch_size),
     ]  # fmt: skip
     for field_name, value, low, high in checks:
@@ -136,36 +136,41 @@ def auto_max_inflight(settings: list[BatchSettings]) -> int:
     return held + INFLIGHT_SLACK
 
 
+def _config_value(config: Any, setting: settings.Setting) -> int:
+    """The config.pbtxt value a setting overrides (its config_field, a dotted path)."""
+    value = config
+    for part in setting.config_field.split("."):
+        value = getattr(value, part)
+    return int(value)
+
+
+def _merged(config: Any, options: ServerOptions, setting: settings.Setting) -> int:
+    """A setting's command-line value, else the config.pbtxt one."""
+    given = getattr(options, setting.name)
+    return _config_value(config, setting) if given is None else int(given)
+
+
 def batch_settings(entry: ModelEntry, options: ServerOptions) -> BatchSettings:
     """A model's batching settings: config.pbtxt (checked, naming the file), then the command-line
-    overrides."""
+    overrides (None: as config.pbtxt says)."""
     _check_config(entry)
     config = entry.config
-    max_batch_size = options.max_batch_size or int(config.max_batch_size)
-    has_batcher = config.HasField("dynamic_batching")
+    merged = {s.name: _merged(config, options, s) for s in _OVERRIDES}
+    max_batch_size = merged["max_batch_size"]
     dynamic = config.dynamic_batching
-    delay_us = options.max_queue_delay_us
-    if delay_us is None:
-        delay_us = int(dynamic.max_queue_delay_microseconds)
-    queue_size = options.max_queue_size
-    if queue_size is None:
-        queue_size = int(dynamic.default_queue_policy.max_queue_size)
     instances = options.instances or sum(group.count for group in config.instance_group) or 1
     preferred = tuple(sorted({int(s) for s in dynamic.preferred_batch_size if 0 < s <= max_batch_size}))
+    has_batcher = config.HasField("dynamic_batching")
     batching = options.batching and (has_batcher or options.max_queue_delay_us is not None)
     return BatchSettings(
         max_batch_size=max_batch_size,
-        max_queue_delay_us=delay_us,
+        max_queue_delay_us=merged["max_queue_delay_us"],
         preferred_batch_sizes=preferred,
-        max_queue_size=queue_size,
+        max_queue_size=merged["max_queue_size"],
         max_concurrent_batches=instances,
         batching=batching,
         adaptive_delay=options.adaptive_delay,
-        queue_timeout_us=int(
-            dynamic.default_queue_policy.default_timeout_microseconds
-            if options.queue_timeout_us is None
-            else options.queue_timeout_us
-        ),
+        queue_timeout_us=merged["queue_timeout_us"],
         allow_timeout_override=bool(dynamic.default_queue_policy.allow_timeout_override),
     )
 

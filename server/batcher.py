@@ -23,14 +23,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from server.errors import DeadlineExpired, InvalidInput, Overloaded, Unavailable
+from servescope import settings
 
 _ARRIVAL_SMOOTHING = 0.1  # weight of the newest gap in the moving average of inter-arrival times
-# Upper bounds of the settings (config.pbtxt values above them are refused at start-up): a lone request
-# waits at most the queue delay, so a delay of years would never run it.
-MAX_QUEUE_DELAY_US = 10_000_000
-MAX_BATCH_SIZE = 65536
-MAX_INSTANCES = 64
-MAX_QUEUE_TIMEOUT_US = 3_600_000_000  # an hour: a longer queue timeout is a mistake, not a policy
+# The fields whose bounds servescope/settings.py defines (a field named apart from its setting: its
+# setting), checked in this order.
+_CHECKED = (
+    ("max_batch_size", settings.MAX_BATCH_SIZE),
+    ("max_queue_delay_us", settings.MAX_QUEUE_DELAY_US),
+    ("queue_timeout_us", settings.QUEUE_TIMEOUT_US),
+    ("max_queue_size", settings.MAX_QUEUE_SIZE),
+    ("max_concurrent_batches", settings.INSTANCES),
+)
 
 Execute = Callable[[list[np.ndarray]], Awaitable[Sequence[np.ndarray]]]
 
@@ -55,31 +59,15 @@ class BatchSettings:
     allow_timeout_override: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_queue_delay_us", "max_queue_size", "max_concurrent_batches",
-                     "queue_timeout_us"):  # fmt: skip
+        for name, _ in _CHECKED:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an int, got {value!r}")
         for name in ("batching", "adaptive_delay", "allow_timeout_override"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if not 1 <= self.max_batch_size <= MAX_BATCH_SIZE:
-            raise ValueError(f"max_batch_size must be in 1..{MAX_BATCH_SIZE}, got {self.max_batch_size}")
-        if not 0 <= self.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
-            raise ValueError(
-                f"max_queue_delay_us must be in 0..{MAX_QUEUE_DELAY_US}, got {self.max_queue_delay_us}"
-            )
-        if not 0 <= self.queue_timeout_us <= MAX_QUEUE_TIMEOUT_US:
-            raise ValueError(
-                f"queue_timeout_us must be in 0..{MAX_QUEUE_TIMEOUT_US} (0: no timeout), "
-                f"got {self.queue_timeout_us}"
-            )
-        if self.max_queue_size < 0:
-            raise ValueError(f"max_queue_size must be >= 0 (0 is unbounded), got {self.max_queue_size}")
-        if not 1 <= self.max_concurrent_batches <= MAX_INSTANCES:
-            raise ValueError(
-                f"max_concurrent_batches must be in 1..{MAX_INSTANCES}, got {self.max_concurrent_batches}"
-            )
+        for name, setting in _CHECKED:
+            setting.check(getattr(self, name), name)
         for size in self.preferred_batch_sizes:
             if not isinstance(size, int) or isinstance(size, bool):
                 raise TypeError(f"preferred_batch_sizes must hold ints, got {size!r}")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from servescope import settings
 from servescope.errors import CommandError, UsageError
-
-ENV_PREFIX = "SERVESCOPE_"
+from servescope.settings import ENV_PREFIX, Setting
 
 
 def _env(flag: str, default: str | None) -> str | None:
@@ -53,12 +54,6 @@ def _auto_or_non_negative(text: str) -> int | str:
     return text if text == "auto" else _non_negative(text)
 
 
-def _workers(text: str) -> int | str:
-    if text == "auto":
-        return text
-    return _positive(text)
-
-
 def auto_workers(device: str) -> int:
     """--workers auto: one worker per two cores this process may use (CPU affinity, a cgroup CPU quota),
     at least 1 and at most 8 (2 on a GPU, where every worker holds its own CUDA context and splits the
@@ -80,7 +75,42 @@ def _seconds(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The serve flags. Every default can come from SERVESCOPE_<FLAG> (e.g. SERVESCOPE_GRPC_PORT)."""
-    add = parser.add_argument
+    _add_listening(parser.add_argument)
+    for setting in settings.SETTINGS:
+        add_setting(parser, setting)
+    _add_limits(parser.add_argument)
+    _add_security(parser.add_argument)
+
+
+def add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
+    """The flag of one setting of servescope/settings.py, its default from its environment variable."""
+    flag = setting.flag.removeprefix("--")
+    if setting.switch:
+        # dest is the setting's own name: --no-batching stores batching False.
+        parser.add_argument(setting.flag, action="store_false", dest=setting.name,
+                            default=not _env_bool(flag), help=setting.help_text())  # fmt: skip
+        return
+
+    def parse(text: str) -> int | str:
+        try:
+            return setting.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = setting.name
+    parser.add_argument(
+        setting.flag,
+        dest=setting.name,
+        type=parse,
+        choices=setting.choices or None,
+        default=os.environ.get(setting.env, setting.default),
+        metavar=setting.metavar,
+        help=setting.help_text(),
+    )
+
+
+def _add_listening(add: Callable[..., object]) -> None:
+    """Where the server listens, and what it serves."""
     add(
         "--model-repository",
         type=Path,
@@ -124,65 +154,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("metrics-port", "8002"),
         help="HTTP port for /metrics, /healthz, /readyz (0: pick a free one)",
     )
-    add(
-        "--device",
-        choices=["auto", "cpu", "cuda"],
-        default=_env("device", "auto"),
-        help="auto: CUDA when NVML finds a GPU and the CUDA provider comes up, else CPU",
-    )
-    add(
-        "--max-batch-size",
-        type=_positive,
-        default=_env("max-batch-size", None),
-        help="samples per batch; None: config.pbtxt max_batch_size",
-    )
-    add(
-        "--max-queue-delay-us",
-        type=_non_negative,
-        default=_env("max-queue-delay-us", None),
-        help="microseconds a request may wait for company once a batch could run "
-        "(None: config.pbtxt dynamic_batching)",
-    )
-    add(
-        "--no-batching",
-        action="store_true",
-        default=_env_bool("no-batching"),
-        help="run every request as its own batch (for comparisons)",
-    )
-    add(
-        "--no-adaptive-delay",
-        action="store_true",
-        default=_env_bool("no-adaptive-delay"),
-        help="always wait out --max-queue-delay-us for company, as Triton does, even when the arrival rate "
-        "says no other request will come in time",
-    )
-    add(
-        "--max-queue-size",
-        type=_non_negative,
-        default=_env("max-queue-size", None),
-        help="requests queued per model before RESOURCE_EXHAUSTED, 0 unbounded "
-        "(None: config.pbtxt default_queue_policy)",
-    )
-    add(
-        "--instances",
-        type=_positive,
-        default=_env("instances", None),
-        help="concurrent batch executions per model; None: config.pbtxt instance_group count",
-    )
-    add(
-        "--intra-op-threads",
-        type=_non_negative,
-        default=_env("intra-op-threads", "0"),
-        help="ONNX Runtime threads per execution (0: half the CPU cores / (instances x workers), 1 to 4)",
-    )
-    add(
-        "--workers",
-        type=_workers,
-        default=_env("workers", "auto"),
-        metavar="N|auto",
-        help="server processes sharing the gRPC port, each with its own event loop, batchers and sessions "
-        "(auto: one per two available cores, 1 to 8; at most 2 on a GPU)",
-    )
+
+
+def _add_limits(add: Callable[..., object]) -> None:
+    """Draining, the ready file, and the bounds on messages and calls in flight."""
     add(
         "--grace-period-s",
         type=_seconds,
@@ -214,19 +189,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "batches hold, 1024 for an unbounded queue, plus 64; 0: no cap)",
     )
     add(
-        "--queue-timeout-us",
-        type=_non_negative,
-        default=_env("queue-timeout-us", None),
-        help="a request still queued this long is refused UNAVAILABLE and never run (every model; 0: no "
-        "timeout; default: config dynamic_batching.default_queue_policy.default_timeout_microseconds)",
-    )
-    add(
         "--max-stream-inflight",
         type=_positive,
         default=_env("max-stream-inflight", "16"),
         help="requests of one ModelStreamInfer stream read and not yet answered; the server reads the next "
         "one only once an answer was written (backpressure on clients that do not read)",
     )
+
+
+def _add_security(add: Callable[..., object]) -> None:
+    """TLS and the restricted endpoint groups."""
     add(
         "--tls-cert",
         type=Path,
@@ -281,15 +253,13 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
     for flag, path in tls_files:
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{flag} {path}: no such file")
-    from server.batcher import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_QUEUE_DELAY_US, MAX_QUEUE_TIMEOUT_US
-
-    limits = (("--max-batch-size", args.max_batch_size, MAX_BATCH_SIZE),
-              ("--max-queue-delay-us", args.max_queue_delay_us, MAX_QUEUE_DELAY_US),
-              ("--instances", args.instances, MAX_INSTANCES),
-              ("--queue-timeout-us", args.queue_timeout_us, MAX_QUEUE_TIMEOUT_US))  # fmt: skip
-    for flag, value, limit in limits:
-        if value is not None and int(value) > limit:
-            raise UsageError(f"{flag} {value}: above the maximum {limit}")
+    values = {setting.name: getattr(args, setting.name) for setting in settings.SETTINGS}
+    for setting in settings.SETTINGS:
+        value = values[setting.name]
+        if setting.high is not None and value is not None and int(value) > setting.high:
+            raise UsageError(f"{setting.flag} {value}: above the maximum {setting.high}")
+    if values["workers"] == "auto":
+        values["workers"] = auto_workers(args.device)
     grpc_restricted, http_restricted = _restrictions(args)
     return ServerOptions(
         model_repository=Path(args.model_repository),
@@ -299,15 +269,7 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
         grpc_port=args.grpc_port,
         http_port=None if args.no_http else args.http_port,
         metrics_port=args.metrics_port,
-        device=args.device,
-        max_batch_size=args.max_batch_size,
-        max_queue_delay_us=args.max_queue_delay_us,
-        batching=not args.no_batching,
-        adaptive_delay=not args.no_adaptive_delay,
-        max_queue_size=args.max_queue_size,
-        queue_timeout_us=args.queue_timeout_us,
-        instances=args.instances,
-        intra_op_threads=args.intra_op_threads,
+        **values,
         grace_period_s=args.grace_period_s,
         ready_file=args.ready_file,
         max_message_bytes=args.max_message_bytes,
@@ -316,7 +278,6 @@ def options_from_args(args: argparse.Namespace):  # -> server.app.ServerOptions 
         tls_client_ca=args.tls_client_ca,
         max_inflight=None if args.max_inflight == "auto" else int(args.max_inflight),
         stream_max_inflight=int(args.max_stream_inflight),
-        workers=auto_workers(args.device) if args.workers == "auto" else int(args.workers),
         grpc_restricted=grpc_restricted,
         http_restricted=http_restricted,
     )
