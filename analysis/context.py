@@ -15,7 +15,7 @@ from analysis.fmt import ms
 from analysis.quantization import Comparison
 from analysis.steps import batch_size_mean, describe_load, latency_at, offered_load
 from analysis.utilization import Correlation, UtilizationPoint
-from servescope.results import StepRecord, TransportProbe
+from servescope.results import SERVER_REMOTE, StepRecord, TransportProbe
 
 
 @dataclass
@@ -87,6 +87,8 @@ class Situation:
     @property
     def cores(self) -> str:
         util = self.util
+        if self.peak.cpu.server_process == SERVER_REMOTE:
+            return "the server is remote: its CPU is not measured here"
         if util.server_cores is None or not util.machine_cores:
             return "host CPU not recorded"
         return (
