@@ -136,6 +136,7 @@ class _Server:
         self.loop, self.setting, self.number = loop, setting, number
         self.managed: ManagedServer | None = None
         self.start_error: str | None = None
+        self.place_note: str | None = None  # a target's server as last found (loadtest/listener.py)
 
     def ensure(self) -> None:
         """Start the server if it is not running (first run, or it exited); a failure is kept."""
@@ -184,6 +185,9 @@ def _run(
     target, metrics_url = server.target(), server.metrics_url()
     # A server the campaign did not start is measured too when it listens here (loadtest/listener.py).
     place = started(managed.pid) if managed else locate(target)
+    if managed is None and place.note != server.place_note:  # said once, and again when it changes
+        server.place_note = place.note
+        loop.progress(f"server at {target}: {place.where}: {place.note}")
     snapshot = scrape.try_scrape(metrics_url)
     # The server's own account of what it runs, not the campaign's request (servescope.settings).
     settings, settings_note = reported_settings(target, model, snapshot, connection=cfg.connection)
