@@ -14,8 +14,9 @@ from analysis.decompose import Decomposition
 from analysis.fmt import ms
 from analysis.quantization import Comparison
 from analysis.steps import batch_size_mean, describe_load, latency_at, offered_load
+from analysis.thresholds import HOST_BUSY
 from analysis.utilization import Correlation, UtilizationPoint
-from servescope.results import StepRecord, TransportProbe
+from servescope.results import SERVER_REMOTE, StepRecord, TransportProbe
 
 
 @dataclass
@@ -87,6 +88,8 @@ class Situation:
     @property
     def cores(self) -> str:
         util = self.util
+        if self.peak.cpu.server_process == SERVER_REMOTE:
+            return "the server is remote: its CPU is not measured here"
         if util.server_cores is None or not util.machine_cores:
             return "host CPU not recorded"
         return (
@@ -109,6 +112,26 @@ class Situation:
     def slots(self) -> int:
         """Concurrent batch executions of the whole server: instances x workers."""
         return (self.peak.server_settings.instances or 1) * self.workers
+
+    @property
+    def uncontended_compute(self) -> str | None:
+        """Why busy compute slots are no limit at this load, or None: a closed loop of no more users than
+        compute slots never asks a slot for two requests at once, so the slots' busy share is the users'
+        own cycle (mostly compute), not a queue; only said with the machine accounting's evidence that
+        the server's process tree left CPU unused (its CPU measured on this machine)."""
+        load, cpu, cores = self.peak.load, self.peak.cpu, self.available_cores
+        if load.mode != "closed" or not load.users or load.users > self.slots:
+            return None
+        if cpu.server_process == SERVER_REMOTE or cpu.server_cores is None or not cores:
+            return None
+        if cpu.server_cores >= HOST_BUSY * cores:
+            return None
+        users = f"{load.users} user{'s' if load.users != 1 else ''}"
+        return (
+            f"{users} on {self.slots} compute slot{'s' if self.slots != 1 else ''} never asked a slot for "
+            f"two requests at once: the slots' busy share is the users' own cycle, not a queue; the "
+            f"server used {cpu.server_cores:.2f} of {cores} cores"
+        )
 
     @property
     def available_cores(self) -> int | None:

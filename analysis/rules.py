@@ -414,7 +414,7 @@ def host_bound(s: Situation) -> Finding | None:
 def cpu_compute(s: Situation) -> Finding | None:
     """The compute slots (instances x workers) were executing batches nearly all the step."""
     busy = s.compute_busy
-    if s.device != "cpu" or busy is None or busy < COMPUTE_BUSY:
+    if s.device != "cpu" or busy is None or busy < COMPUTE_BUSY or s.uncontended_compute is not None:
         return None
     return Finding(
         COMPUTE_CPU,
@@ -434,7 +434,9 @@ def healthy(s: Situation) -> Finding | None:
     if not _headroom(s) or _saturated(s):
         return None
     busy, loop = s.compute_busy, s.loop_cores
-    if (busy is not None and busy >= HEALTHY_MAX_BUSY) or (loop is not None and loop >= HEALTHY_MAX_BUSY):
+    busy_slots = busy is not None and busy >= HEALTHY_MAX_BUSY
+    uncontended = s.uncontended_compute if busy_slots else None  # busy, but only with the users' own cycle
+    if (busy_slots and uncontended is None) or (loop is not None and loop >= HEALTHY_MAX_BUSY):
         return None
     reasons = [
         f"at {s.at} {s.objective.percentile} {ms(s.latency_s)} is "
@@ -443,6 +445,8 @@ def healthy(s: Situation) -> Finding | None:
         + (f", event loop {loop:.2f} cores" if loop is not None else ""),
         f"latency never grew faster than throughput over the series; {s.shares}",
     ]
+    if uncontended:
+        reasons.append(uncontended)
     if len(s.ctx.steps) == 1:
         reasons.append(
             "one load step only: no knee can be seen, so how far the load can grow is not known; measure "

@@ -17,6 +17,7 @@ from loadtest import scrape
 from loadtest.campaign_config import CampaignConfig, LoadLevel
 from loadtest.campaign_errors import CampaignError
 from loadtest.engine import StepLoad, engine
+from loadtest.listener import ServerProcess, locate, started
 from loadtest.narration import CampaignNarration
 from loadtest.payload import value_ranges
 from loadtest.probes import probe
@@ -135,6 +136,7 @@ class _Server:
         self.loop, self.setting, self.number = loop, setting, number
         self.managed: ManagedServer | None = None
         self.start_error: str | None = None
+        self.place_note: str | None = None  # a target's server as last found (loadtest/listener.py)
 
     def ensure(self) -> None:
         """Start the server if it is not running (first run, or it exited); a failure is kept."""
@@ -181,6 +183,11 @@ def _run(
     """One generator run over `levels` (one, or a ramp); one record per level."""
     cfg, managed = loop.cfg, server.managed
     target, metrics_url = server.target(), server.metrics_url()
+    # A server the campaign did not start is measured too when it listens here (loadtest/listener.py).
+    place = started(managed.pid) if managed else locate(target)
+    if managed is None and place.note != server.place_note:  # said once, and again when it changes
+        server.place_note = place.note
+        loop.progress(f"server at {target}: {place.where}: {place.note}")
     snapshot = scrape.try_scrape(metrics_url)
     # The server's own account of what it runs, not the campaign's request (servescope.settings).
     settings, settings_note = reported_settings(target, model, snapshot, connection=cfg.connection)
@@ -214,7 +221,7 @@ def _run(
     )
     try:
         outcomes = run_ramp(engine(cfg.engine), load, loop.timing(), metrics_url=metrics_url,
-                            server_pid=managed.pid if managed else None, progress=loop.progress,
+                            server_pid=place.pid, progress=loop.progress,
                             labels=labels)  # fmt: skip
     except StepFailed as exc:
         return [failed_record(ctx, f"load generator failed: {exc}") for ctx in contexts]
@@ -222,14 +229,18 @@ def _run(
         shutil.rmtree(raw_dir, ignore_errors=True)
     records = []
     for ctx, outcome in zip(contexts, outcomes, strict=False):
-        _note(outcome, managed, settings_note)
+        _note(outcome, managed, settings_note, place)
         records.append(build_record(ctx, outcome, save_samples(outcome, loop.output, ctx.index)))
     for ctx in contexts[len(outcomes) :]:
         records.append(failed_record(ctx, "the load generator exited before this level"))
     return records
 
 
-def _note(outcome: StepOutcome, managed: ManagedServer | None, settings_note: str | None) -> None:
+def _note(
+    outcome: StepOutcome, managed: ManagedServer | None, settings_note: str | None, place: ServerProcess
+) -> None:
+    outcome.cpu.server_process, outcome.cpu.server_process_note = place.where, place.note
+    outcome.cpu.server_pids = place.pids or None
     if managed is not None and not managed.alive():
         outcome.notes.append(f"server exited during the step (code {managed.proc.returncode})")
     if settings_note:

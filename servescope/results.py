@@ -28,11 +28,12 @@ from typing import Any, cast
 from servescope.echo import one_line, shown
 from servescope.metrics import ServerDeltas  # re-exported: step records hold it
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Version 1 lacked ServerSettings.intra_op_threads and .workers, the machine accounting of CpuUsage
 # beyond machine_cores, StepRecord.client and .compute_by_batch_size; its records read with them None.
-# Version 2 lacked CampaignInfo.transport (read as None), version 3 CampaignInfo.compute_probe (read empty).
-READABLE_VERSIONS = (1, 2, 3, 4)
+# Version 2 lacked CampaignInfo.transport (read as None), version 3 CampaignInfo.compute_probe (read empty),
+# version 4 CpuUsage.server_process, .server_process_note and .server_pids (read as None).
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 CAMPAIGN_FILE = "campaign.json"
 STEPS_FILE = "steps.jsonl"
 SAMPLES_DIR = "samples"
@@ -102,6 +103,9 @@ class Window:
     p99_s: float | None
 
 
+# CpuUsage.server_process: whose CPU the server_* figures are (loadtest/listener.py finds them).
+SERVER_STARTED, SERVER_FOUND, SERVER_REMOTE, SERVER_NOT_FOUND = "started", "found", "remote", "not found"
+
 # A load generator process using this percent of one core or more limits the load it can offer
 # (CpuUsage.generator_saturated); the analysis uses the same figure.
 GENERATOR_SATURATED_PERCENT = 90.0
@@ -129,6 +133,12 @@ class CpuUsage:
     server_loop_wait_share: float | None = None  # that event-loop thread, runnable but not running
     # The generator's threads together: of the CPU time they asked for, the share they waited for.
     generator_wait_share: float | None = None
+    # Whose CPU server_* is (loadtest/listener.py): "started" (by the campaign), "found" (the process tree
+    # listening on the target's port here), "remote" or "not found" (then server_* is from its /metrics
+    # or None); the note says what was found or why nothing was, server_pids the tree when it was found.
+    server_process: str | None = None
+    server_process_note: str | None = None
+    server_pids: list[int] | None = None
 
 
 @dataclass
