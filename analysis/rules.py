@@ -4,31 +4,22 @@ step, and the first rule that returns a Finding names the verdict.
 A kind carries its title, the report's CSS class and its recommendation builder (made of the pieces in
 recommend.py). A rule is a small function of the Situation that returns its reasons and evidence, or
 None. Adding a verdict is one kind and one rule here (and a new piece in recommend.py if its advice is
-new) and its test. Thresholds: thresholds.py.
+new) and its test. Thresholds: thresholds.py; the shared vocabulary: finding.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from analysis import recommend as advice
 from analysis.context import Situation
+from analysis.finding import Finding, VerdictKind, headroom, saturated, saturation, tracks
 from analysis.fmt import ms, pct
-from analysis.recommend import Recommendation
-from analysis.steps import (
-    batching_enabled,
-    falls_short,
-    full_batches,
-    generator_busy,
-    load_shed,
-)
+from analysis.steps import batching_enabled, full_batches, generator_busy
 from analysis.thresholds import (
     BATCH_WINDOW_SHARE,
     COMPUTE_BUSY,
     CONTENDED_OTHER_CORES,
-    ERROR_RATIO_MAX,
     GENERATOR_DELAY_SHARE,
     GENERATOR_STARVED_WAIT_SHARE,
     GPU_BUSY,
@@ -44,37 +35,6 @@ from analysis.thresholds import (
     REST_DOMINANT_SHARE,
     SERVER_STARVED_WAIT_SHARE,
 )
-
-Advice = Callable[[Situation], list[advice.Recommendation]]
-
-
-@dataclass(frozen=True)
-class VerdictKind:
-    """One kind of verdict. css_class is one of the report's families: ok, limit, config, client, unknown.
-    `advice` are the recommendation pieces (recommend.py) it gives, in order."""
-
-    key: str
-    title: str
-    css_class: str
-    advice: tuple[Advice, ...]
-
-    def recommend(self, s: Situation) -> list[Recommendation]:
-        """Every piece's recommendations, in order, each once."""
-        seen: dict[str, Recommendation] = {}
-        for piece in self.advice:
-            for recommendation in piece(s):
-                seen.setdefault(recommendation.text, recommendation)
-        return list(seen.values())
-
-
-@dataclass
-class Finding:
-    """What a rule found: the kind, the sentences that say why, and the figures it rests on."""
-
-    kind: VerdictKind
-    reasons: list[str]
-    evidence: dict[str, Any] = field(default_factory=dict)
-
 
 # ---- The kinds, each with the recommendations it gives (pieces from recommend.py, in order) ---------
 
@@ -181,54 +141,6 @@ _ALL_KINDS = (
 KINDS: dict[str, VerdictKind] = {kind.key: kind for kind in _ALL_KINDS}
 
 
-# ---- Helpers the rules share -----------------------------------------------------------------------
-
-
-def _headroom(s: Situation) -> bool:
-    return s.latency_s <= HEADROOM * s.objective.latency_s and s.peak.error_ratio <= ERROR_RATIO_MAX
-
-
-def _saturated(s: Situation) -> bool:
-    return (
-        s.ctx.curve.saturated
-        or s.share("queueing_s") >= QUEUE_DOMINANT_SHARE
-        or load_shed(s.peak) > 0
-        or falls_short(s.peak)
-    )
-
-
-def _saturation(s: Situation) -> str:
-    """One sentence on the signs of saturation over the series, ending with the objective."""
-    parts = []
-    knee = s.knee
-    if knee is not None:
-        parts.append(
-            f"latency outgrew throughput after step {knee.step_index} "
-            f"({knee.inferences_per_s:.0f} inferences/s, {s.objective.percentile} {ms(knee.latency_s)})"
-        )
-    shed = load_shed(s.peak)
-    if shed:
-        parts.append(f"{shed:.0f} requests were shed (queue full)")
-    if falls_short(s.peak):
-        parts.append(
-            f"only {s.peak.requests_per_s:.0f} of the {s.peak.load.rate_rps:g} req/s offered were answered"
-        )
-    met = "meets" if s.latency_s <= s.objective.latency_s else "misses"
-    objective = ms(s.objective.latency_s)
-    parts.append(f"{s.objective.percentile} {ms(s.latency_s)} {met} the objective {objective}")
-    return "; ".join(parts)
-
-
-def _tracks(s: Situation, attribute: str, what: str) -> list[str]:
-    """A sentence on how closely a resource followed throughput across the model's steps, if known."""
-    correlation = s.ctx.correlation
-    r = getattr(correlation, attribute, None) if correlation else None
-    if r is None or correlation is None:
-        return []
-    model = s.ctx.curve.model
-    return [f"{what} tracked throughput with r = {r:.2f} over the {correlation.points} steps of {model}"]
-
-
 # ---- The rules, in the order they are tried ----------------------------------------------------------
 
 
@@ -304,7 +216,7 @@ def without_server_metrics(s: Situation) -> Finding | None:
     """No server metrics: healthy only with room to spare and no sign of saturation, else undetermined."""
     if s.parts.available:
         return None
-    if _headroom(s) and not s.ctx.curve.saturated:
+    if headroom(s) and not s.ctx.curve.saturated:
         return Finding(
             HEALTHY,
             [
@@ -314,7 +226,7 @@ def without_server_metrics(s: Situation) -> Finding | None:
         )
     return Finding(
         UNDETERMINED,
-        [f"at {s.at} the server's metrics were not recorded: latency cannot be split", _saturation(s)],
+        [f"at {s.at} the server's metrics were not recorded: latency cannot be split", saturation(s)],
     )
 
 
@@ -378,7 +290,7 @@ def queueing_without_batching(s: Situation) -> Finding | None:
         return None
     return Finding(
         QUEUEING,
-        [f"at {s.at} {s.shares}; batching is off, so every request is computed alone", _saturation(s)],
+        [f"at {s.at} {s.shares}; batching is off, so every request is computed alone", saturation(s)],
         {"compute_busy": s.compute_busy},
     )
 
@@ -391,9 +303,9 @@ def gpu_compute(s: Situation) -> Finding | None:
         COMPUTE_GPU,
         [
             f"at {s.at} the GPU was {gpu:.0%} busy at {s.peak.inferences_per_s:.0f} inferences/s; "
-            f"{_saturation(s)}",
+            f"{saturation(s)}",
             s.shares,
-            *_tracks(s, "gpu_r", "GPU utilization"),
+            *tracks(s, "gpu_r", "GPU utilization"),
         ],
     )
 
@@ -406,7 +318,7 @@ def host_bound(s: Situation) -> Finding | None:
         HOST_BOUND,
         [
             f"at {s.at} the GPU was only {gpu:.0%} busy while the host CPUs were {busy:.0%} busy ({s.cores})",
-            f"{_saturation(s)}; {s.shares}",
+            f"{saturation(s)}; {s.shares}",
         ],
     )
 
@@ -421,8 +333,8 @@ def cpu_compute(s: Situation) -> Finding | None:
         [
             f"at {s.at} the {s.slots} compute slot{'s' if s.slots != 1 else ''} (instances x workers) were "
             f"busy {busy:.0%} of the time with batches of {s.mean_batch:.1f} samples ({s.cores})",
-            f"{s.shares}; {_saturation(s)}",
-            *_tracks(s, "server_cpu_r", "server CPU"),
+            f"{s.shares}; {saturation(s)}",
+            *tracks(s, "server_cpu_r", "server CPU"),
         ],
         {"compute_busy": busy},
     )
@@ -431,7 +343,7 @@ def cpu_compute(s: Situation) -> Finding | None:
 def healthy(s: Situation) -> Finding | None:
     """Only with positive evidence of headroom: the objective met with room, no sign of saturation, the
     compute slots and the event loop well below their limits."""
-    if not _headroom(s) or _saturated(s):
+    if not headroom(s) or saturated(s):
         return None
     busy, loop = s.compute_busy, s.loop_cores
     busy_slots = busy is not None and busy >= HEALTHY_MAX_BUSY
@@ -463,7 +375,7 @@ def queueing(s: Situation) -> Finding | None:
         why = f"batches were full ({s.mean_batch:.1f} of max {limit} samples)"
     else:
         why = f"CPUs were not all busy ({s.cores})"
-    return Finding(QUEUEING, [f"at {s.at} {s.shares}; {why}", _saturation(s)])
+    return Finding(QUEUEING, [f"at {s.at} {s.shares}; {why}", saturation(s)])
 
 
 def serialization(s: Situation) -> Finding | None:
@@ -479,7 +391,7 @@ def serialization(s: Situation) -> Finding | None:
     reasons = [
         f"at {s.at} {s.shares}: server overhead {ms(parts.server_overhead_s)}, outside the server "
         f"{ms(parts.outside_server_s)}; {where}",
-        _saturation(s),
+        saturation(s),
     ]
     if parts.outside_server_s is not None:
         # Little's law on the part outside the server: how many requests were there at any time.
@@ -521,8 +433,8 @@ def largest_component(s: Situation) -> Finding:
                 "measure more load steps, or run the server from the campaign so that its threads are "
                 "measured"
             )
-        return Finding(UNEXPLAINED, [*reasons, _saturation(s)])
-    return Finding(kind, [f"at {s.at} {s.shares} ({s.cores})", _saturation(s)])
+        return Finding(UNEXPLAINED, [*reasons, saturation(s)])
+    return Finding(kind, [f"at {s.at} {s.shares} ({s.cores})", saturation(s)])
 
 
 Rule = Callable[[Situation], Finding | None]
