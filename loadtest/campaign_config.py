@@ -227,22 +227,7 @@ def parse_campaign_config(
     Relative file paths (input_data, load.tls_*) are taken from base_dir (the campaign file's folder).
     """
     c = _Checker(source)
-    if data is None:
-        data = {}
-    c.mapping("", data, set(_SCHEMA))
-    if overrides:
-        data = _merge(data, overrides)
-        c.mapping("", data, set(_SCHEMA))
-    if "models" not in data:
-        raise c.fail("models", None, "is required (the model names to compare)")
-    resolved: dict[str, Any] = {}
-    for key, default in _SCHEMA.items():
-        if isinstance(default, dict):
-            section = c.mapping(key, data.get(key, {}), set(default))
-            resolved[key] = {**default, **section}
-        else:
-            resolved[key] = data.get(key, default)
-
+    resolved = _resolve(c, data, overrides)
     load, step, objective = resolved["load"], resolved["step"], resolved["objective"]
     models = c.sweep("models", resolved["models"], c.string)
     batch_sizes = c.sweep(
@@ -258,13 +243,7 @@ def parse_campaign_config(
     if ramp and concurrency and rates:
         raise c.fail("load.ramp", ramp, "needs one of load.concurrency or load.rates_rps, not both")
     servers = c.sweep("server", resolved["server"], lambda k, v: _server_setting(c, k, v))
-    warmup_s = c.number("step.warmup_s", step["warmup_s"], positive=False)
-    duration_s = c.number("step.duration_s", step["duration_s"])
-    max_duration_s = c.number("step.max_duration_s", step["max_duration_s"])
-    if max_duration_s < duration_s:
-        raise c.fail(
-            "step.max_duration_s", max_duration_s, f"must be at least step.duration_s ({duration_s:g})"
-        )
+    warmup_s, duration_s, max_duration_s = _step_timing(c, step)
     latency_ms = c.number("objective.latency_ms", objective["latency_ms"])
     connection = _connection(c, load, base_dir)
     config = CampaignConfig(
@@ -300,6 +279,38 @@ def parse_campaign_config(
     # Header values may be credentials: campaign.json records their names only.
     resolved["load"]["headers"] = {name: REDACTED for name in connection.headers}
     return config
+
+
+def _resolve(c: _Checker, data: Any, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The campaign's document with the overrides merged in and every default filled, keys checked."""
+    if data is None:
+        data = {}
+    c.mapping("", data, set(_SCHEMA))
+    if overrides:
+        data = _merge(data, overrides)
+        c.mapping("", data, set(_SCHEMA))
+    if "models" not in data:
+        raise c.fail("models", None, "is required (the model names to compare)")
+    resolved: dict[str, Any] = {}
+    for key, default in _SCHEMA.items():
+        if isinstance(default, dict):
+            section = c.mapping(key, data.get(key, {}), set(default))
+            resolved[key] = {**default, **section}
+        else:
+            resolved[key] = data.get(key, default)
+    return resolved
+
+
+def _step_timing(c: _Checker, step: dict[str, Any]) -> tuple[float, float, float]:
+    """step.warmup_s, step.duration_s and step.max_duration_s, the last at least the second."""
+    warmup_s = c.number("step.warmup_s", step["warmup_s"], positive=False)
+    duration_s = c.number("step.duration_s", step["duration_s"])
+    max_duration_s = c.number("step.max_duration_s", step["max_duration_s"])
+    if max_duration_s < duration_s:
+        raise c.fail(
+            "step.max_duration_s", max_duration_s, f"must be at least step.duration_s ({duration_s:g})"
+        )
+    return warmup_s, duration_s, max_duration_s
 
 
 def _connection(c: _Checker, load: dict[str, Any], base_dir: Path | None) -> Connection:
