@@ -204,24 +204,7 @@ def measure_served(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    default_repository = Path(os.environ.get("SERVESCOPE_MODEL_REPOSITORY", "models"))
-    parser.add_argument("--model-repository", type=Path, default=default_repository,
-                        help="model repository made by `servescope export`")  # fmt: skip
-    parser.add_argument("--model", default="sentiment_fp32", help="model to measure")
-    parser.add_argument("--duration-s", type=float, default=6.0, help="measured seconds per served step")
-    parser.add_argument("--warmup-s", type=float, default=1.5, help="unmeasured seconds before each step")
-    parser.add_argument("--in-process-s", type=float, default=1.5, help="seconds per in-process batch size")
-    parser.add_argument("--max-queue-delay-us", type=int, default=None,
-                        help="batching delay for the 'on' runs (None: the model's config.pbtxt)")  # fmt: skip
-    parser.add_argument("--serve-flag", action="append", default=[], metavar="FLAG",
-                        help="extra `servescope serve` flag for the batching-on runs, repeatable "
-                        "(e.g. --serve-flag=--no-adaptive-delay)")  # fmt: skip
-    default_output = REPO_ROOT / "benchmarks" / "results" / "serve_bench.json"
-    parser.add_argument("--output", type=Path, default=default_output, help="JSON results file")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if not (args.model_repository / args.model / "config.pbtxt").is_file():
         print(
             f"serve_bench: error: {args.model_repository / args.model}: no such model; make a repository "
@@ -248,20 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     off_flags = ["--no-batching", "--workers", str(MULTI_WORKERS)]
     served_off = measure_served(args.model_repository, args.model, off_flags, args.duration_s, args.warmup_s)
     grpc_floor = measure_grpc_floor(min(args.duration_s, 4.0), args.warmup_s)
-    by_conc_one = {row["concurrency"]: row for row in served_one}
-    by_conc_on = {row["concurrency"]: row for row in served_on}
-    by_conc_off = {row["concurrency"]: row for row in served_off}
-    ceiling = max(row["inferences_per_s"] for row in in_process)
-    ratios = {
-        "workers_n_vs_1_throughput_c32": by_conc_on[32]["throughput_rps"] / by_conc_one[32]["throughput_rps"],
-        "workers_n_vs_1_throughput_c64": by_conc_on[64]["throughput_rps"] / by_conc_one[64]["throughput_rps"],
-        "batching_on_off_throughput_c32": by_conc_on[32]["throughput_rps"]
-        / by_conc_off[32]["throughput_rps"],
-        "served_vs_in_process_throughput_c64": by_conc_on[64]["throughput_rps"] / ceiling,
-        "added_latency_c1_s": by_conc_on[1]["p50_s"] - in_process[0]["p50_s"],
-        "added_latency_c1_batching_on_s": by_conc_on[1]["p50_s"] - in_process[0]["p50_s"],
-        "added_latency_c1_batching_off_s": by_conc_off[1]["p50_s"] - in_process[0]["p50_s"],
-    }
+    ratios = _ratios(in_process, served_one, served_on, served_off)
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -288,6 +258,50 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.output}")
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    default_repository = Path(os.environ.get("SERVESCOPE_MODEL_REPOSITORY", "models"))
+    parser.add_argument("--model-repository", type=Path, default=default_repository,
+                        help="model repository made by `servescope export`")  # fmt: skip
+    parser.add_argument("--model", default="sentiment_fp32", help="model to measure")
+    parser.add_argument("--duration-s", type=float, default=6.0, help="measured seconds per served step")
+    parser.add_argument("--warmup-s", type=float, default=1.5, help="unmeasured seconds before each step")
+    parser.add_argument("--in-process-s", type=float, default=1.5, help="seconds per in-process batch size")
+    parser.add_argument("--max-queue-delay-us", type=int, default=None,
+                        help="batching delay for the 'on' runs (None: the model's config.pbtxt)")  # fmt: skip
+    parser.add_argument("--serve-flag", action="append", default=[], metavar="FLAG",
+                        help="extra `servescope serve` flag for the batching-on runs, repeatable "
+                        "(e.g. --serve-flag=--no-adaptive-delay)")  # fmt: skip
+    default_output = REPO_ROOT / "benchmarks" / "results" / "serve_bench.json"
+    parser.add_argument("--output", type=Path, default=default_output, help="JSON results file")
+    return parser
+
+
+def _ratios(
+    in_process: list[dict[str, Any]],
+    served_one: list[dict[str, Any]],
+    served_on: list[dict[str, Any]],
+    served_off: list[dict[str, Any]],
+) -> dict[str, float]:
+    """The figures the benchmark is run for, each a ratio or a difference of two measured side by side."""
+    by_conc_one = {row["concurrency"]: row for row in served_one}
+    by_conc_on = {row["concurrency"]: row for row in served_on}
+    by_conc_off = {row["concurrency"]: row for row in served_off}
+    ceiling = max(row["inferences_per_s"] for row in in_process)
+    return {
+        "workers_n_vs_1_throughput_c32": by_conc_on[32]["throughput_rps"] / by_conc_one[32]["throughput_rps"],
+        "workers_n_vs_1_throughput_c64": by_conc_on[64]["throughput_rps"] / by_conc_one[64]["throughput_rps"],
+        "batching_on_off_throughput_c32": by_conc_on[32]["throughput_rps"]
+        / by_conc_off[32]["throughput_rps"],
+        "served_vs_in_process_throughput_c64": by_conc_on[64]["throughput_rps"] / ceiling,
+        "added_latency_c1_s": by_conc_on[1]["p50_s"] - in_process[0]["p50_s"],
+        "added_latency_c1_batching_on_s": by_conc_on[1]["p50_s"] - in_process[0]["p50_s"],
+        "added_latency_c1_batching_off_s": by_conc_off[1]["p50_s"] - in_process[0]["p50_s"],
+    }
 
 
 def print_report(report: dict[str, Any]) -> None:
