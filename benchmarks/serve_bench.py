@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.lean_client import LoadResult, run_load  # noqa: E402
+from benchmarks.report import run_header, write_report  # noqa: E402
 from loadtest import scrape  # noqa: E402
 from loadtest.server_proc import ServerStartError, serve_command, spawn_ready, stop_server  # noqa: E402
 from servescope.cores import available_cores  # noqa: E402
@@ -233,13 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     grpc_floor = measure_grpc_floor(min(args.duration_s, 4.0), args.warmup_s)
     ratios = _ratios(in_process, served_one, served_on, served_off)
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **run_header(started),
         "model": args.model,
         "batching_on_flags": on_flags,
         "in_process": in_process,
@@ -254,9 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1m": {"start": load_at_start[0], "end": os.getloadavg()[0]},
     }
     print_report(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    write_report(report, args.output)
     return 0
 
 
