@@ -22,6 +22,7 @@ from loadtest.engine import DEFAULT_ENGINE, ENGINES, LoadLevel
 from loadtest.payload import PAYLOAD_KINDS
 from servescope.echo import one_line, shown
 from servescope.settings import DEVICES, ServeFlags
+from servescope.textfile import FileTooLarge, read_bounded_utf8
 
 PERCENTILES = ("p50", "p90", "p95", "p99", "p999")
 ON_ERROR = ("continue", "stop")
@@ -360,18 +361,14 @@ def load_campaign_config(path: Path | str, overrides: dict[str, Any] | None = No
 
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
+        text = read_bounded_utf8(path, MAX_FILE_BYTES)
     except OSError as exc:
         raise CampaignConfigError(f"{path}: cannot read campaign file: {exc.strerror}") from exc
-    if len(raw) > MAX_FILE_BYTES:
-        raise CampaignConfigError(f"{path}: larger than {MAX_FILE_BYTES} bytes, not a campaign file")
-    try:
-        text = raw.decode("utf-8")
+    except FileTooLarge as exc:
+        raise CampaignConfigError(f"{path}: larger than {MAX_FILE_BYTES} bytes, not a campaign file") from exc
     except UnicodeDecodeError as exc:
-        raise CampaignConfigError(
-            f"{path}: not UTF-8 text (byte {shown(raw[exc.start : exc.start + 1])} at offset {exc.start})"
-        ) from exc
+        byte = shown(exc.object[exc.start : exc.start + 1])
+        raise CampaignConfigError(f"{path}: not UTF-8 text (byte {byte} at offset {exc.start})") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
