@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.lean_client import LoadResult, run_load, run_rest_load, run_stream_load  # noqa: E402
-from benchmarks.report import run_header, write_report  # noqa: E402
+from benchmarks.report import model_missing, run_header, write_report  # noqa: E402
 from benchmarks.serve_bench import ServerProcess  # noqa: E402
 from loadtest import scrape  # noqa: E402
 
@@ -110,12 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     default_output = REPO_ROOT / "benchmarks" / "results" / "protocol_bench.json"
     parser.add_argument("--output", type=Path, default=default_output, help="JSON results file")
     args = parser.parse_args(argv)
-    if not (args.model_repository / args.model / "config.pbtxt").is_file():
-        print(
-            f"protocol_bench: error: {args.model_repository / args.model}: no such model; make a "
-            "repository with `servescope export --output models` or pass --model-repository",
-            file=sys.stderr,
-        )
+    if model_missing("protocol_bench", args.model_repository, args.model):
         return 2
     started = time.time()
     load_at_start = os.getloadavg()

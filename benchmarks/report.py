@@ -1,4 +1,5 @@
-"""What every benchmark's JSON results file starts with (the command, when, the machine) and how it is
+"""What the served benchmarks share around their measurements: the one-line error for a model that is not
+in the repository, what every JSON results file starts with (the command, when, the machine) and how it is
 written, so that two results files compare field for field."""
 
 from __future__ import annotations
@@ -10,6 +11,18 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+
+def model_missing(prog: str, repository: Path, model: str) -> bool:
+    """True, after one line on stderr saying how to make one, when `model` is not in `repository`."""
+    if (repository / model / "config.pbtxt").is_file():
+        return False
+    print(
+        f"{prog}: error: {repository / model}: no such model; make a repository "
+        "with `servescope export --output models` or pass --model-repository",
+        file=sys.stderr,
+    )
+    return True
 
 
 def run_header(started: float) -> dict[str, Any]:

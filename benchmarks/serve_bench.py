@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.lean_client import LoadResult, run_load  # noqa: E402
-from benchmarks.report import run_header, write_report  # noqa: E402
+from benchmarks.report import model_missing, run_header, write_report  # noqa: E402
 from loadtest import scrape  # noqa: E402
 from loadtest.server_proc import ServerStartError, serve_command, spawn_ready, stop_server  # noqa: E402
 from servescope.cores import available_cores  # noqa: E402
@@ -204,12 +204,7 @@ def measure_served(
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if not (args.model_repository / args.model / "config.pbtxt").is_file():
-        print(
-            f"serve_bench: error: {args.model_repository / args.model}: no such model; make a repository "
-            "with `servescope export --output models` or pass --model-repository",
-            file=sys.stderr,
-        )
+    if model_missing("serve_bench", args.model_repository, args.model):
         return 2
     on_flags = (
         [] if args.max_queue_delay_us is None else ["--max-queue-delay-us", str(args.max_queue_delay_us)]
