@@ -68,11 +68,7 @@ def one_run(
     return {
         "transport": transport,
         "concurrency": concurrency,
-        "completed": result.completed,
-        "errors": result.errors,
-        "throughput_rps": result.throughput_rps,
-        "p50_s": result.p50_s,
-        "p99_s": result.p99_s,
+        **result.row(),
         "server_cpu_s_per_request": server_cpu_s / served if served else float("nan"),
         "client_cpu_s_per_request": client_s / served if served else float("nan"),
     }

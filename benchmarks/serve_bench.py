@@ -186,11 +186,7 @@ def measure_served(
             rows.append(
                 {
                     "concurrency": concurrency,
-                    "completed": result.completed,
-                    "errors": result.errors,
-                    "throughput_rps": result.throughput_rps,
-                    "p50_s": result.p50_s,
-                    "p99_s": result.p99_s,
+                    **result.row(),
                     "server_mean_batch_size": samples / batches if batches else 0.0,
                     "server_cpu_s_per_inference": cpu_s / samples if samples else 0.0,
                     "server_cores": cpu_s / wall_s if wall_s > 0 else 0.0,
