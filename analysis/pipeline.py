@@ -11,10 +11,10 @@ from pathlib import Path
 
 from analysis.batch_curve import build_curves
 from analysis.batching import analyze_batching
-from analysis.consistency import check_step, littles_law_ratio
+from analysis.consistency import Flag, check_step, littles_law_ratio
 from analysis.context import Context
 from analysis.curves import build_curve, group_series, objective_from, series_label
-from analysis.decompose import decompose
+from analysis.decompose import Decomposition, decompose
 from analysis.floor import analyze_floor
 from analysis.quantization import compare_variants
 from analysis.reader import Campaign, load_campaign
@@ -23,7 +23,7 @@ from analysis.steps import batch_size_mean, describe_load, offered_load
 from analysis.summary import HTML_FILE, MARKDOWN_FILE, SUMMARY_FILE, StepRow, Summary
 from analysis.utilization import UtilizationAnalysis, analyze_utilization
 from analysis.verdict import judge
-from servescope.results import is_loopback
+from servescope.results import CampaignInfo, StepRecord, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,7 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
     comparisons = compare_variants(steps, curves, info)
     floor, floor_notes = analyze_floor(steps, info)
     notes.extend(floor_notes)
-    # The target was this machine's loopback when the campaign started the server itself.
-    target = info.target or {}
-    loopback = bool(target.get("embedded")) or is_loopback(target.get("grpc") or target.get("http"))
+    loopback = _loopback(info)
     batch_curves = build_curves(steps, info.compute_probe)
     verdicts = []
     for label, group in series.items():
@@ -90,6 +88,42 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
         verdicts.append(judge(context))
     if not steps:
         notes.append("no step could be analysed: see the steps left out")
+    rows = _step_rows(steps, decompositions, flags, utilization)
+    machine = dataclasses.asdict(info.machine)
+    return Summary(
+        campaign=info.name,
+        campaign_dir=str(campaign.folder),
+        output_dir="",
+        objective=objective,
+        machine=machine,
+        interrupted=info.interrupted,
+        verdicts=verdicts,
+        steps=rows,
+        left_out=campaign.left_out,
+        flags=flags,
+        curves=list(curves.values()),
+        batching=batching,
+        quantization=comparisons,
+        correlations=list(utilization.correlations.values()),
+        floor=floor,
+        notes=notes,
+        prometheus_url=prometheus_url,
+    )
+
+
+def _loopback(info: CampaignInfo) -> bool:
+    """Whether the target was this machine's loopback (as when the campaign started the server itself)."""
+    target = info.target or {}
+    return bool(target.get("embedded")) or is_loopback(target.get("grpc") or target.get("http"))
+
+
+def _step_rows(
+    steps: list[StepRecord],
+    decompositions: dict[int, Decomposition],
+    flags: list[Flag],
+    utilization: UtilizationAnalysis,
+) -> list[StepRow]:
+    """One row of the table of steps per step, with the checks it failed."""
     flags_by_step: dict[int, list[str]] = {}
     for flag in flags:
         flags_by_step.setdefault(flag.step_index, []).append(flag.check)
@@ -123,26 +157,7 @@ def analyze(campaign: Campaign, prometheus_url: str | None = None) -> Summary:
                 flags=flags_by_step.get(step.step_index, []),
             )
         )
-    machine = dataclasses.asdict(info.machine)
-    return Summary(
-        campaign=info.name,
-        campaign_dir=str(campaign.folder),
-        output_dir="",
-        objective=objective,
-        machine=machine,
-        interrupted=info.interrupted,
-        verdicts=verdicts,
-        steps=rows,
-        left_out=campaign.left_out,
-        flags=flags,
-        curves=list(curves.values()),
-        batching=batching,
-        quantization=comparisons,
-        correlations=list(utilization.correlations.values()),
-        floor=floor,
-        notes=notes,
-        prometheus_url=prometheus_url,
-    )
+    return rows
 
 
 def write_reports(summary: Summary, campaign: Campaign, output: Path) -> None:

@@ -86,17 +86,37 @@ def _first_screen(summary: Summary) -> list[str]:
 
 
 def render_markdown(summary: Summary) -> str:
-    out = [f"# servescope analysis: {summary.campaign}", ""]
+    sections = (
+        _heading,
+        _first_screen,
+        _verdicts,
+        _left_out,
+        _throughput,
+        _batching,
+        _precision,
+        _utilization,
+        _floor,
+        _consistency,
+        _steps,
+        _notes,
+    )
+    return "\n".join(line for section in sections for line in section(summary))
+
+
+def _heading(summary: Summary) -> list[str]:
     machine = summary.machine
-    out.append(
+    return [
+        f"# servescope analysis: {summary.campaign}",
+        "",
         f"Objective: **{summary.objective.label}**. Machine: {machine.get('cpu_model')} "
         f"({machine.get('cpu_count')} cores), GPU: {machine.get('gpu_name') or 'none'}. "
-        f"Campaign folder: `{summary.campaign_dir}`."
-    )
-    out.append("")
-    out.extend(_first_screen(summary))
-    out.append("## Verdict")
-    out.append("")
+        f"Campaign folder: `{summary.campaign_dir}`.",
+        "",
+    ]
+
+
+def _verdicts(summary: Summary) -> list[str]:
+    out = ["## Verdict", ""]
     if not summary.verdicts:
         out.append("No verdict: no step could be analysed (see the steps left out below).")
     for v in summary.verdicts:
@@ -116,13 +136,17 @@ def render_markdown(summary: Summary) -> str:
                 f"Flagged steps in this series: {', '.join(map(str, v.flagged_steps))} (see Consistency)."
             )
         out.append("")
-    if summary.left_out:
-        out.append("## Steps left out")
-        out.append("")
-        out.extend(_table(["where", "why"], [[x.where, x.reason] for x in summary.left_out]))
-        out.append("")
-    out.append("## Throughput vs latency")
-    out.append("")
+    return out
+
+
+def _left_out(summary: Summary) -> list[str]:
+    if not summary.left_out:
+        return []
+    rows = [[x.where, x.reason] for x in summary.left_out]
+    return ["## Steps left out", "", *_table(["where", "why"], rows), ""]
+
+
+def _throughput(summary: Summary) -> list[str]:
     rows = []
     for c in summary.curves:
         knee = next((p for p in c.points if p.step_index == c.knee_step_index), None)
@@ -133,10 +157,12 @@ def render_markdown(summary: Summary) -> str:
             else f"step {c.best_step_index}: {c.best_inferences_per_s:.0f} inf/s",
             "; ".join(c.notes),
         ])  # fmt: skip
-    out.extend(_table(["series", "steps", "knee", f"best within {summary.objective.label}", "notes"], rows))
-    out.append("")
-    out.append("## Batching")
-    out.append("")
+    header = ["series", "steps", "knee", f"best within {summary.objective.label}", "notes"]
+    return ["## Throughput vs latency", "", *_table(header, rows), ""]
+
+
+def _batching(summary: Summary) -> list[str]:
+    out = ["## Batching", ""]
     fits = summary.batching.fits
     if fits:
         out.extend(
@@ -167,112 +193,111 @@ def render_markdown(summary: Summary) -> str:
             f"suggested max_queue_delay_us {finding.suggested_delay_us}."
         )
     out.append("")
-    if summary.quantization:
-        out.append("## Precision variants")
+    return out
+
+
+_PRECISION_HEADER = [
+    "model",
+    "precision",
+    "size MB",
+    "accuracy",
+    "Δ accuracy (points)",
+    "best inf/s",
+    "x reference",
+    "inf/s at load",
+    "x reference at load",
+    "p50 ms",
+    "p99 ms",
+]
+
+
+def _precision(summary: Summary) -> list[str]:
+    if not summary.quantization:
+        return []
+    out = ["## Precision variants", ""]
+    for comp in summary.quantization:
+        load = "" if comp.common_load is None else f" at load {comp.common_load:g}"
+        out.append(f"Configuration: {comp.configuration} (reference {comp.reference_model}){load}")
         out.append("")
-        for comp in summary.quantization:
-            load = "" if comp.common_load is None else f" at load {comp.common_load:g}"
-            out.append(f"Configuration: {comp.configuration} (reference {comp.reference_model}){load}")
-            out.append("")
-            out.extend(
-                _table(
-                    [
-                        "model",
-                        "precision",
-                        "size MB",
-                        "accuracy",
-                        "Δ accuracy (points)",
-                        "best inf/s",
-                        "x reference",
-                        "inf/s at load",
-                        "x reference at load",
-                        "p50 ms",
-                        "p99 ms",
-                    ],
-                    [
-                        [
-                            r.model,
-                            r.precision or "",
-                            num(r.file_size_bytes / 1e6 if r.file_size_bytes else None, ".2f"),
-                            num(r.accuracy, ".4f"),
-                            num(r.accuracy_delta * 100 if r.accuracy_delta is not None else None, "+.2f"),
-                            num(r.best_inferences_per_s, ".0f"),
-                            num(r.throughput_ratio, ".2f"),
-                            num(r.inferences_per_s_at_load, ".0f"),
-                            num(r.ratio_at_load, ".2f"),
-                            ms(r.p50_s_at_load),
-                            ms(r.p99_s_at_load),
-                        ]
-                        for r in comp.rows
-                    ],
-                )
-            )
-            out.append("")
-    out.append("## Utilization")
-    out.append("")
-    out.extend(
-        _table(
+        rows = [
             [
-                "model",
-                "steps",
-                "r(server CPU, throughput)",
-                "r(generator CPU, throughput)",
-                "r(GPU, throughput)",
-            ],
-            [
-                [
-                    c.model,
-                    str(c.points),
-                    num(c.server_cpu_r, ".2f"),
-                    num(c.generator_cpu_r, ".2f"),
-                    num(c.gpu_r, ".2f"),
-                ]
-                for c in summary.correlations
-            ],
-        )
-    )
-    out.append("")
-    if summary.floor:
-        out.append("## Analytic floor")
+                r.model,
+                r.precision or "",
+                num(r.file_size_bytes / 1e6 if r.file_size_bytes else None, ".2f"),
+                num(r.accuracy, ".4f"),
+                num(r.accuracy_delta * 100 if r.accuracy_delta is not None else None, "+.2f"),
+                num(r.best_inferences_per_s, ".0f"),
+                num(r.throughput_ratio, ".2f"),
+                num(r.inferences_per_s_at_load, ".0f"),
+                num(r.ratio_at_load, ".2f"),
+                ms(r.p50_s_at_load),
+                ms(r.p99_s_at_load),
+            ]
+            for r in comp.rows
+        ]
+        out.extend(_table(_PRECISION_HEADER, rows))
         out.append("")
-        out.extend(
-            _table(
-                ["model", "step", "batch", "floor ms", "bound", "measured ms", "efficiency", "note"],
-                [
-                    [
-                        f.model,
-                        str(f.step_index),
-                        num(f.batch_size_mean, ".2f"),
-                        ms(f.floor_s, 4),
-                        f.bound,
-                        ms(f.measured_s, 3),
-                        f"{f.efficiency:.2%}",
-                        f.note or "",
-                    ]
-                    for f in summary.floor
-                ],
-            )
-        )
-        out.append("")
-    out.append("## Consistency")
-    out.append("")
+    return out
+
+
+def _utilization(summary: Summary) -> list[str]:
+    header = [
+        "model",
+        "steps",
+        "r(server CPU, throughput)",
+        "r(generator CPU, throughput)",
+        "r(GPU, throughput)",
+    ]
+    rows = [
+        [
+            c.model,
+            str(c.points),
+            num(c.server_cpu_r, ".2f"),
+            num(c.generator_cpu_r, ".2f"),
+            num(c.gpu_r, ".2f"),
+        ]
+        for c in summary.correlations
+    ]
+    return ["## Utilization", "", *_table(header, rows), ""]
+
+
+def _floor(summary: Summary) -> list[str]:
+    if not summary.floor:
+        return []
+    header = ["model", "step", "batch", "floor ms", "bound", "measured ms", "efficiency", "note"]
+    rows = [
+        [
+            f.model,
+            str(f.step_index),
+            num(f.batch_size_mean, ".2f"),
+            ms(f.floor_s, 4),
+            f.bound,
+            ms(f.measured_s, 3),
+            f"{f.efficiency:.2%}",
+            f.note or "",
+        ]
+        for f in summary.floor
+    ]
+    return ["## Analytic floor", "", *_table(header, rows), ""]
+
+
+def _consistency(summary: Summary) -> list[str]:
+    out = ["## Consistency", ""]
     if summary.flags:
-        out.extend(
-            _table(
-                ["step", "check", "detail"], [[str(f.step_index), f.check, f.message] for f in summary.flags]
-            )
-        )
+        rows = [[str(f.step_index), f.check, f.message] for f in summary.flags]
+        out.extend(_table(["step", "check", "detail"], rows))
     else:
         out.append("Every step passed the checks (Little's law, error rate, stability, generator CPU).")
     out.append("")
-    out.append("## Steps")
-    out.append("")
+    return out
+
+
+def _steps(summary: Summary) -> list[str]:
     header, rows = step_table(summary)
-    out.extend(_table(header, rows))
-    out.append("")
-    if summary.notes:
-        out.append("## Notes")
-        out.append("")
-        out.extend(f"- {note}" for note in summary.notes)
-        out.append("")
-    return "\n".join(out)
+    return ["## Steps", "", *_table(header, rows), ""]
+
+
+def _notes(summary: Summary) -> list[str]:
+    if not summary.notes:
+        return []
+    return ["## Notes", "", *(f"- {note}" for note in summary.notes), ""]

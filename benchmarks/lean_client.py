@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
@@ -68,6 +69,16 @@ class LoadResult:
     @property
     def p99_s(self) -> float:
         return self.percentile_s(99)
+
+    def row(self) -> dict[str, Any]:
+        """The client's figures of a results file's row: calls, errors by code, rate, p50 and p99."""
+        return {
+            "completed": self.completed,
+            "errors": self.errors,
+            "throughput_rps": self.throughput_rps,
+            "p50_s": self.p50_s,
+            "p99_s": self.p99_s,
+        }
 
 
 def build_requests(

@@ -29,6 +29,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,38 +105,22 @@ async def run_clients(
 ) -> OverloadResult:
     """`clients` closed-loop callers for warmup_s + duration_s; calls that start and end in the last
     duration_s are counted."""
-    if retry not in ("tight", "backoff"):
-        raise ValueError(f"retry must be tight or backoff, got {retry!r}")
+    _check_retry(retry)
     payloads = build_requests(model)
     channels = [grpc.aio.insecure_channel(target, options=channel_options()) for _ in range(connections)]
     result = OverloadResult(clients, retry, duration_s)
     try:
         calls = [channel.unary_unary(INFER_METHOD, lambda b: b, lambda b: b) for channel in channels]
         await asyncio.gather(*(channel.channel_ready() for channel in channels))
-        measure_from_s = time.perf_counter() + warmup_s
-        stop_s = measure_from_s + duration_s
 
-        async def client(index: int) -> None:
-            rng = random.Random(index)
-            infer, backoff_s = calls[index % len(calls)], BACKOFF_START_S
-            while (sent_s := time.perf_counter()) < stop_s:
-                try:
-                    await infer(payloads[index % len(payloads)], timeout=30)
-                    code = "OK"
-                except grpc.aio.AioRpcError as exc:
-                    code = exc.code().name
-                done_s = time.perf_counter()
-                if sent_s >= measure_from_s and done_s <= stop_s:
-                    result.codes[code] += 1
-                    if code == "OK":
-                        result.latencies_s.append(done_s - sent_s)
-                if code == "OK":
-                    backoff_s = BACKOFF_START_S
-                elif retry == "backoff":
-                    await asyncio.sleep(rng.uniform(0, backoff_s))
-                    backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+        async def call(index: int) -> str:
+            try:
+                await calls[index % len(calls)](payloads[index % len(payloads)], timeout=30)
+                return "OK"
+            except grpc.aio.AioRpcError as exc:
+                return exc.code().name
 
-        await asyncio.gather(*(client(i) for i in range(clients)))
+        await _closed_loop(call, result, warmup_s)
     finally:
         await asyncio.gather(*(channel.close() for channel in channels))
     return result
@@ -153,40 +138,57 @@ async def run_rest_clients(
     """As run_clients, over KServe v2 REST: each client its own keep-alive connection."""
     import aiohttp
 
-    if retry not in ("tight", "backoff"):
-        raise ValueError(f"retry must be tight or backoff, got {retry!r}")
+    _check_retry(retry)
     bodies = rest_bodies(model)
     url = f"http://{target}/v2/models/{model}/infer"
     result = OverloadResult(clients, retry, duration_s)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
-        measure_from_s = time.perf_counter() + warmup_s
-        stop_s = measure_from_s + duration_s
 
-        async def client(index: int) -> None:
-            rng = random.Random(index)
+        async def call(index: int) -> str:
             body, headers = bodies[index % len(bodies)]
-            backoff_s = BACKOFF_START_S
-            while (sent_s := time.perf_counter()) < stop_s:
-                try:
-                    async with session.post(url, data=body, headers=headers) as response:
-                        await response.read()
-                        code = grpc_name_of_http(response.status)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    code = type(exc).__name__
-                done_s = time.perf_counter()
-                if sent_s >= measure_from_s and done_s <= stop_s:
-                    result.codes[code] += 1
-                    if code == "OK":
-                        result.latencies_s.append(done_s - sent_s)
-                if code == "OK":
-                    backoff_s = BACKOFF_START_S
-                elif retry == "backoff":
-                    await asyncio.sleep(rng.uniform(0, backoff_s))
-                    backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    return grpc_name_of_http(response.status)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return type(exc).__name__
 
-        await asyncio.gather(*(client(i) for i in range(clients)))
+        await _closed_loop(call, result, warmup_s)
     return result
+
+
+def _check_retry(retry: str) -> None:
+    if retry not in ("tight", "backoff"):
+        raise ValueError(f"retry must be tight or backoff, got {retry!r}")
+
+
+async def _closed_loop(
+    call: Callable[[int], Awaitable[str]], result: OverloadResult, warmup_s: float
+) -> None:
+    """result.clients closed-loop callers of `call` (one call, its status code's name) for warmup_s then
+    result.duration_s, counting the calls that start and end in the measured part; with backoff, a
+    caller waits a random share of a doubling delay after each refused call."""
+    measure_from_s = time.perf_counter() + warmup_s
+    stop_s = measure_from_s + result.duration_s
+
+    async def client(index: int) -> None:
+        rng = random.Random(index)
+        backoff_s = BACKOFF_START_S
+        while (sent_s := time.perf_counter()) < stop_s:
+            code = await call(index)
+            done_s = time.perf_counter()
+            if sent_s >= measure_from_s and done_s <= stop_s:
+                result.codes[code] += 1
+                if code == "OK":
+                    result.latencies_s.append(done_s - sent_s)
+            if code == "OK":
+                backoff_s = BACKOFF_START_S
+            elif result.retry == "backoff":
+                await asyncio.sleep(rng.uniform(0, backoff_s))
+                backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+
+    await asyncio.gather(*(client(i) for i in range(result.clients)))
 
 
 class ServeProcess:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.lean_client import LoadResult, run_load, run_rest_load, run_stream_load  # noqa: E402
+from benchmarks.report import model_missing, run_header, write_report  # noqa: E402
 from benchmarks.serve_bench import ServerProcess  # noqa: E402
 from loadtest import scrape  # noqa: E402
 
@@ -42,17 +41,9 @@ async def measure(
 ) -> LoadResult:
     grpc_target, http_target = f"127.0.0.1:{server.grpc_port}", f"127.0.0.1:{server.http_port}"
     connections = min(CONNECTIONS, concurrency)
-    if transport == "grpc":
-        return await run_load(
-            grpc_target,
-            model,
-            concurrency=concurrency,
-            duration_s=duration_s,
-            warmup_s=warmup_s,
-            connections=connections,
-        )
-    if transport == "grpc_stream":
-        return await run_stream_load(
+    if transport in ("grpc", "grpc_stream"):
+        load = run_load if transport == "grpc" else run_stream_load
+        return await load(
             grpc_target,
             model,
             concurrency=concurrency,
@@ -77,11 +68,7 @@ def one_run(
     return {
         "transport": transport,
         "concurrency": concurrency,
-        "completed": result.completed,
-        "errors": result.errors,
-        "throughput_rps": result.throughput_rps,
-        "p50_s": result.p50_s,
-        "p99_s": result.p99_s,
+        **result.row(),
         "server_cpu_s_per_request": server_cpu_s / served if served else float("nan"),
         "client_cpu_s_per_request": client_s / served if served else float("nan"),
     }
@@ -119,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     default_output = REPO_ROOT / "benchmarks" / "results" / "protocol_bench.json"
     parser.add_argument("--output", type=Path, default=default_output, help="JSON results file")
     args = parser.parse_args(argv)
-    if not (args.model_repository / args.model / "config.pbtxt").is_file():
-        print(
-            f"protocol_bench: error: {args.model_repository / args.model}: no such model; make a "
-            "repository with `servescope export --output models` or pass --model-repository",
-            file=sys.stderr,
-        )
+    if model_missing("protocol_bench", args.model_repository, args.model):
         return 2
     started = time.time()
     load_at_start = os.getloadavg()
@@ -151,13 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         for transport in ("grpc_stream", "http")
     }
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **run_header(started),
         "model": args.model,
         "rounds": args.rounds,
         "runs": rows,
@@ -167,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1m": {"start": load_at_start[0], "end": os.getloadavg()[0]},
     }
     print_report(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    write_report(report, args.output)
     return 0
 
 

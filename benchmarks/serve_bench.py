@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.lean_client import LoadResult, run_load  # noqa: E402
+from benchmarks.report import model_missing, run_header, write_report  # noqa: E402
 from loadtest import scrape  # noqa: E402
 from loadtest.server_proc import ServerStartError, serve_command, spawn_ready, stop_server  # noqa: E402
 from servescope.cores import available_cores  # noqa: E402
@@ -187,11 +186,7 @@ def measure_served(
             rows.append(
                 {
                     "concurrency": concurrency,
-                    "completed": result.completed,
-                    "errors": result.errors,
-                    "throughput_rps": result.throughput_rps,
-                    "p50_s": result.p50_s,
-                    "p99_s": result.p99_s,
+                    **result.row(),
                     "server_mean_batch_size": samples / batches if batches else 0.0,
                     "server_cpu_s_per_inference": cpu_s / samples if samples else 0.0,
                     "server_cores": cpu_s / wall_s if wall_s > 0 else 0.0,
@@ -204,30 +199,8 @@ def measure_served(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    default_repository = Path(os.environ.get("SERVESCOPE_MODEL_REPOSITORY", "models"))
-    parser.add_argument("--model-repository", type=Path, default=default_repository,
-                        help="model repository made by `servescope export`")  # fmt: skip
-    parser.add_argument("--model", default="sentiment_fp32", help="model to measure")
-    parser.add_argument("--duration-s", type=float, default=6.0, help="measured seconds per served step")
-    parser.add_argument("--warmup-s", type=float, default=1.5, help="unmeasured seconds before each step")
-    parser.add_argument("--in-process-s", type=float, default=1.5, help="seconds per in-process batch size")
-    parser.add_argument("--max-queue-delay-us", type=int, default=None,
-                        help="batching delay for the 'on' runs (None: the model's config.pbtxt)")  # fmt: skip
-    parser.add_argument("--serve-flag", action="append", default=[], metavar="FLAG",
-                        help="extra `servescope serve` flag for the batching-on runs, repeatable "
-                        "(e.g. --serve-flag=--no-adaptive-delay)")  # fmt: skip
-    default_output = REPO_ROOT / "benchmarks" / "results" / "serve_bench.json"
-    parser.add_argument("--output", type=Path, default=default_output, help="JSON results file")
-    args = parser.parse_args(argv)
-    if not (args.model_repository / args.model / "config.pbtxt").is_file():
-        print(
-            f"serve_bench: error: {args.model_repository / args.model}: no such model; make a repository "
-            "with `servescope export --output models` or pass --model-repository",
-            file=sys.stderr,
-        )
+    args = _parser().parse_args(argv)
+    if model_missing("serve_bench", args.model_repository, args.model):
         return 2
     on_flags = (
         [] if args.max_queue_delay_us is None else ["--max-queue-delay-us", str(args.max_queue_delay_us)]
@@ -248,28 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     off_flags = ["--no-batching", "--workers", str(MULTI_WORKERS)]
     served_off = measure_served(args.model_repository, args.model, off_flags, args.duration_s, args.warmup_s)
     grpc_floor = measure_grpc_floor(min(args.duration_s, 4.0), args.warmup_s)
-    by_conc_one = {row["concurrency"]: row for row in served_one}
-    by_conc_on = {row["concurrency"]: row for row in served_on}
-    by_conc_off = {row["concurrency"]: row for row in served_off}
-    ceiling = max(row["inferences_per_s"] for row in in_process)
-    ratios = {
-        "workers_n_vs_1_throughput_c32": by_conc_on[32]["throughput_rps"] / by_conc_one[32]["throughput_rps"],
-        "workers_n_vs_1_throughput_c64": by_conc_on[64]["throughput_rps"] / by_conc_one[64]["throughput_rps"],
-        "batching_on_off_throughput_c32": by_conc_on[32]["throughput_rps"]
-        / by_conc_off[32]["throughput_rps"],
-        "served_vs_in_process_throughput_c64": by_conc_on[64]["throughput_rps"] / ceiling,
-        "added_latency_c1_s": by_conc_on[1]["p50_s"] - in_process[0]["p50_s"],
-        "added_latency_c1_batching_on_s": by_conc_on[1]["p50_s"] - in_process[0]["p50_s"],
-        "added_latency_c1_batching_off_s": by_conc_off[1]["p50_s"] - in_process[0]["p50_s"],
-    }
+    ratios = _ratios(in_process, served_one, served_on, served_off)
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **run_header(started),
         "model": args.model,
         "batching_on_flags": on_flags,
         "in_process": in_process,
@@ -284,10 +238,52 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1m": {"start": load_at_start[0], "end": os.getloadavg()[0]},
     }
     print_report(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    write_report(report, args.output)
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    default_repository = Path(os.environ.get("SERVESCOPE_MODEL_REPOSITORY", "models"))
+    parser.add_argument("--model-repository", type=Path, default=default_repository,
+                        help="model repository made by `servescope export`")  # fmt: skip
+    parser.add_argument("--model", default="sentiment_fp32", help="model to measure")
+    parser.add_argument("--duration-s", type=float, default=6.0, help="measured seconds per served step")
+    parser.add_argument("--warmup-s", type=float, default=1.5, help="unmeasured seconds before each step")
+    parser.add_argument("--in-process-s", type=float, default=1.5, help="seconds per in-process batch size")
+    parser.add_argument("--max-queue-delay-us", type=int, default=None,
+                        help="batching delay for the 'on' runs (None: the model's config.pbtxt)")  # fmt: skip
+    parser.add_argument("--serve-flag", action="append", default=[], metavar="FLAG",
+                        help="extra `servescope serve` flag for the batching-on runs, repeatable "
+                        "(e.g. --serve-flag=--no-adaptive-delay)")  # fmt: skip
+    default_output = REPO_ROOT / "benchmarks" / "results" / "serve_bench.json"
+    parser.add_argument("--output", type=Path, default=default_output, help="JSON results file")
+    return parser
+
+
+def _ratios(
+    in_process: list[dict[str, Any]],
+    served_one: list[dict[str, Any]],
+    served_on: list[dict[str, Any]],
+    served_off: list[dict[str, Any]],
+) -> dict[str, float]:
+    """The figures the benchmark is run for, each a ratio or a difference of two measured side by side."""
+    by_conc_one = {row["concurrency"]: row for row in served_one}
+    by_conc_on = {row["concurrency"]: row for row in served_on}
+    by_conc_off = {row["concurrency"]: row for row in served_off}
+    ceiling = max(row["inferences_per_s"] for row in in_process)
+    return {
+        "workers_n_vs_1_throughput_c32": by_conc_on[32]["throughput_rps"] / by_conc_one[32]["throughput_rps"],
+        "workers_n_vs_1_throughput_c64": by_conc_on[64]["throughput_rps"] / by_conc_one[64]["throughput_rps"],
+        "batching_on_off_throughput_c32": by_conc_on[32]["throughput_rps"]
+        / by_conc_off[32]["throughput_rps"],
+        "served_vs_in_process_throughput_c64": by_conc_on[64]["throughput_rps"] / ceiling,
+        "added_latency_c1_s": by_conc_on[1]["p50_s"] - in_process[0]["p50_s"],
+        "added_latency_c1_batching_on_s": by_conc_on[1]["p50_s"] - in_process[0]["p50_s"],
+        "added_latency_c1_batching_off_s": by_conc_off[1]["p50_s"] - in_process[0]["p50_s"],
+    }
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -23,10 +23,11 @@ import argparse
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cli.tune_result import Iteration, TuneResult, format_result, write_outputs
 from servescope.errors import CommandError, UsageError
 
 MIN_GAIN = 0.05  # a recommendation must predict at least this gain beyond the noise to be tried
@@ -53,32 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--warmup-s", type=float, default=1.0, help="warm-up seconds per step")
     add("--target", default=None, help="HOST:PORT of a running server: measure and diagnose only")
     add("--metrics-url", default=None, help="that server's /metrics URL")
-
-
-@dataclass
-class Iteration:
-    index: int
-    settings: dict[str, Any]
-    campaign: str
-    verdict: str | None = None
-    best_inferences_per_s: float | None = None
-    peak_inferences_per_s: float | None = None
-    recommendation: str | None = None  # what this iteration's analysis says to do next
-    change: dict[str, Any] | None = None
-    prediction: dict[str, Any] | None = None
-    measured: float | None = None  # the prediction's figure, measured by the next iteration
-    prediction_error: float | None = None  # measured / expected - 1
-    wall_s: float = 0.0
-
-
-@dataclass
-class TuneResult:
-    model: str
-    objective: str
-    iterations: list[Iteration] = field(default_factory=list)
-    best_index: int = 0
-    stopped_because: str = ""
-    serve_command: list[str] = field(default_factory=list)
 
 
 def parse_objective(text: str) -> tuple[str, float]:
@@ -176,6 +151,38 @@ def _figure_at(folder: Path, prediction: Any) -> float | None:
     return None
 
 
+def _measure_iteration(
+    args: argparse.Namespace, spec: dict, index: int, settings: dict[str, Any], folder: Path, progress: Any
+) -> tuple[Iteration, Any]:
+    """Measure and analyse one server setting: the iteration's record and the analysis' summary."""
+    t0 = time.monotonic()
+    progress(f"tune {index}: measuring {json.dumps(settings, sort_keys=True)}")
+    summary = _measure(args, spec, folder, progress)
+    verdict = summary.verdicts[0] if summary.verdicts else None
+    curve = summary.curves[0] if summary.curves else None
+    it = Iteration(
+        index=index, settings=dict(settings), campaign=str(folder),
+        verdict=verdict.kind if verdict else None,
+        best_inferences_per_s=curve.best_inferences_per_s if curve else None,
+        peak_inferences_per_s=max((s.inferences_per_s for s in summary.steps), default=None),
+        wall_s=time.monotonic() - t0,
+    )  # fmt: skip
+    return it, summary
+
+
+def _check_prediction(previous: Iteration, rec: Any, folder: Path, index: int, progress: Any) -> None:
+    """Record beside the iteration that made it what this iteration measured of its prediction."""
+    measured = _figure_at(folder, rec.prediction)
+    previous.measured = measured
+    if measured is not None and rec.prediction.expected:
+        previous.prediction_error = measured / rec.prediction.expected - 1
+    progress(
+        f"tune {index}: predicted {rec.prediction.figure} {rec.prediction.expected:.4g}, measured "
+        f"{measured if measured is None else format(measured, '.4g')} "
+        f"(was {rec.prediction.current:.4g})"
+    )
+
+
 def tune(args: argparse.Namespace, progress: Any = print) -> TuneResult:
     from analysis.summary import plain
 
@@ -189,31 +196,12 @@ def tune(args: argparse.Namespace, progress: Any = print) -> TuneResult:
     while True:
         index = len(result.iterations)
         folder = args.output / f"iter-{index}"
-        t0 = time.monotonic()
-        progress(f"tune {index}: measuring {json.dumps(settings, sort_keys=True)}")
-        summary = _measure(args, _campaign_spec(args, settings, percentile, latency_ms), folder, progress)
-        verdict = summary.verdicts[0] if summary.verdicts else None
-        curve = summary.curves[0] if summary.curves else None
-        it = Iteration(
-            index=index, settings=dict(settings), campaign=str(folder),
-            verdict=verdict.kind if verdict else None,
-            best_inferences_per_s=curve.best_inferences_per_s if curve else None,
-            peak_inferences_per_s=max((s.inferences_per_s for s in summary.steps), default=None),
-            wall_s=time.monotonic() - t0,
-        )  # fmt: skip
+        spec = _campaign_spec(args, settings, percentile, latency_ms)
+        it, summary = _measure_iteration(args, spec, index, settings, folder, progress)
         result.iterations.append(it)
         tried.append(dict(settings))
         if pending is not None:
-            previous, rec = pending
-            measured = _figure_at(folder, rec.prediction)
-            previous.measured = measured
-            if measured is not None and rec.prediction.expected:
-                previous.prediction_error = measured / rec.prediction.expected - 1
-            progress(
-                f"tune {index}: predicted {rec.prediction.figure} {rec.prediction.expected:.4g}, measured "
-                f"{measured if measured is None else format(measured, '.4g')} "
-                f"(was {rec.prediction.current:.4g})"
-            )
+            _check_prediction(*pending, folder, index, progress)
         best = max(result.iterations, key=_score)
         result.best_index = best.index
         if args.target:
@@ -225,10 +213,10 @@ def tune(args: argparse.Namespace, progress: Any = print) -> TuneResult:
                 it.recommendation, it.change = found[1].text, plain(found[1].change)
                 it.prediction = plain(found[1].prediction)
             break
-        if verdict is not None and verdict.kind in NOT_THE_SERVER:
+        if it.verdict in NOT_THE_SERVER:
             result.stopped_because = (
                 f"iteration {index} measured the load generator or the machine, not the server "
-                f"({verdict.kind}): tune on a machine where nothing else runs, or with the load generator "
+                f"({it.verdict}): tune on a machine where nothing else runs, or with the load generator "
                 "elsewhere"
             )
             break
@@ -262,86 +250,6 @@ def tune(args: argparse.Namespace, progress: Any = print) -> TuneResult:
     return result
 
 
-def write_outputs(args: argparse.Namespace, result: TuneResult) -> None:
-    from analysis.compare import compare_campaigns, write_json
-    from analysis.compare_report import render_html, render_markdown
-    from analysis.summary import plain
-    from servescope.repository import list_models, write_config
-    from servescope.settings import ServeFlags, serve_argv
-
-    best = result.iterations[result.best_index]
-    flags = ServeFlags(**{k: v for k, v in best.settings.items() if k in ServeFlags.keys()})  # noqa: SIM118
-    result.serve_command = serve_argv(["servescope"], str(args.model_repository), [args.model], flags,
-                                      host="0.0.0.0", grpc_port=8001, metrics_port=8002,
-                                      http_port=8000)  # fmt: skip
-    best_dir = args.output / "best"
-    best_dir.mkdir(parents=True, exist_ok=True)
-    if not args.target:
-        entry = next(e for e in list_models(args.model_repository) if e.name == args.model)
-        write_config(best_config(entry.config, flags), best_dir / "config.pbtxt")
-    (best_dir / "serve.sh").write_text(" ".join(result.serve_command) + "\n")
-    comparison = compare_campaigns(Path(result.iterations[0].campaign), Path(best.campaign))
-    compare_dir = args.output / "compare"
-    compare_dir.mkdir(parents=True, exist_ok=True)
-    (compare_dir / "compare.md").write_text(render_markdown(comparison))
-    (compare_dir / "compare.html").write_text(render_html(comparison))
-    write_json(comparison, compare_dir / "compare.json")
-    (args.output / "tune.json").write_text(json.dumps(plain(result), indent=2, sort_keys=True) + "\n")
-
-
-def best_config(config: Any, flags: Any) -> Any:
-    """The repository's ModelConfig with the tuned settings applied, as Triton would read them."""
-    from servescope.protocol import model_config_pb2 as mc
-
-    out = mc.ModelConfig()
-    out.CopyFrom(config)
-    if flags.max_batch_size is not None:
-        out.max_batch_size = flags.max_batch_size
-    if not flags.batching:
-        out.ClearField("dynamic_batching")
-    else:
-        batching = out.dynamic_batching
-        if flags.max_queue_delay_us is not None:
-            batching.max_queue_delay_microseconds = flags.max_queue_delay_us
-        if flags.max_queue_size is not None:
-            batching.default_queue_policy.max_queue_size = flags.max_queue_size
-        sizes = [s for s in batching.preferred_batch_size if s <= out.max_batch_size]
-        del batching.preferred_batch_size[:]
-        batching.preferred_batch_size.extend(sizes)
-    if flags.instances is not None:
-        del out.instance_group[:]
-        out.instance_group.add(count=flags.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
-    return out
-
-
-def format_result(result: TuneResult) -> str:
-    lines = [f"Tuning {result.model} for {result.objective}:"]
-    for it in result.iterations:
-        lines.append(
-            f"  {it.index}: {json.dumps(it.settings, sort_keys=True)} -> {it.verdict}, best within the "
-            "objective "
-            f"{'none' if it.best_inferences_per_s is None else f'{it.best_inferences_per_s:.0f}'} "
-            "inferences/s"
-        )
-        prediction, change = it.prediction, it.change or {}
-        if prediction is not None:
-            measured = "not measured" if it.measured is None else f"{it.measured:.4g}"
-            error = (
-                "" if it.prediction_error is None else f" ({it.prediction_error:+.0%} against the prediction)"
-            )
-            lines.append(
-                f"     next: {change['flag'] or change['setting']}: predicted "
-                f"{prediction['figure']} "
-                f"{prediction['expected']:.4g} (from {prediction['current']:.4g}), measured "
-                f"{measured}{error}"
-            )
-    best = result.iterations[result.best_index]
-    lines.append(f"Stopped: {result.stopped_because}.")
-    lines.append(f"Best: iteration {best.index}, {json.dumps(best.settings, sort_keys=True)}")
-    lines.append(f"Serve it with: {' '.join(result.serve_command)}")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.output.exists() and any(args.output.iterdir()):
         raise UsageError(f"--output {args.output}: not empty; choose a new folder")
@@ -365,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["Iteration", "TuneResult", "add_arguments", "best_config", "run", "tune"]
+__all__ = ["add_arguments", "run", "tune"]
 
 
 @dataclass

@@ -24,7 +24,12 @@ class _AppendOverDefault(argparse.Action):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_argument_group("data and training")
+    _add_data_arguments(parser.add_argument_group("data and training"))
+    _add_repository_arguments(parser.add_argument_group("model repository"))
+
+
+def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
+    """What to train on and how: the corpus, its size, the epochs and the seed."""
     data.add_argument(
         "--dataset",
         default="synthetic",
@@ -53,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, metavar="N", default=0, help="seed of the synthetic corpus and of training"
     )
 
-    out = parser.add_argument_group("model repository")
+
+def _add_repository_arguments(out: argparse._ArgumentGroup) -> None:
+    """What to write: the folder, the precisions, the ONNX opset and each config.pbtxt's settings."""
     out.add_argument(
         "--output", type=Path, metavar="DIR", default=Path("models"), help="model repository folder to write"
     )

@@ -22,6 +22,7 @@ from loadtest.engine import DEFAULT_ENGINE, ENGINES, LoadLevel, ramp_refusal
 from loadtest.payload import PAYLOAD_KINDS
 from servescope.echo import one_line, shown
 from servescope.settings import BY_NAME, ServeFlags
+from servescope.textfile import FileTooLarge, read_bounded_utf8
 
 PERCENTILES = ("p50", "p90", "p95", "p99", "p999")
 ON_ERROR = ("continue", "stop")
@@ -227,22 +228,7 @@ def parse_campaign_config(
     Relative file paths (input_data, load.tls_*) are taken from base_dir (the campaign file's folder).
     """
     c = _Checker(source)
-    if data is None:
-        data = {}
-    c.mapping("", data, set(_SCHEMA))
-    if overrides:
-        data = _merge(data, overrides)
-        c.mapping("", data, set(_SCHEMA))
-    if "models" not in data:
-        raise c.fail("models", None, "is required (the model names to compare)")
-    resolved: dict[str, Any] = {}
-    for key, default in _SCHEMA.items():
-        if isinstance(default, dict):
-            section = c.mapping(key, data.get(key, {}), set(default))
-            resolved[key] = {**default, **section}
-        else:
-            resolved[key] = data.get(key, default)
-
+    resolved = _resolve(c, data, overrides)
     load, step, objective = resolved["load"], resolved["step"], resolved["objective"]
     models = c.sweep("models", resolved["models"], c.string)
     batch_sizes = c.sweep(
@@ -262,13 +248,7 @@ def parse_campaign_config(
     if refusal:
         raise CampaignConfigError(refusal)
     servers = c.sweep("server", resolved["server"], lambda k, v: _server_setting(c, k, v))
-    warmup_s = c.number("step.warmup_s", step["warmup_s"], positive=False)
-    duration_s = c.number("step.duration_s", step["duration_s"])
-    max_duration_s = c.number("step.max_duration_s", step["max_duration_s"])
-    if max_duration_s < duration_s:
-        raise c.fail(
-            "step.max_duration_s", max_duration_s, f"must be at least step.duration_s ({duration_s:g})"
-        )
+    warmup_s, duration_s, max_duration_s = _step_timing(c, step)
     latency_ms = c.number("objective.latency_ms", objective["latency_ms"])
     connection = _connection(c, load, base_dir)
     config = CampaignConfig(
@@ -304,6 +284,38 @@ def parse_campaign_config(
     # Header values may be credentials: campaign.json records their names only.
     resolved["load"]["headers"] = {name: REDACTED for name in connection.headers}
     return config
+
+
+def _resolve(c: _Checker, data: Any, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The campaign's document with the overrides merged in and every default filled, keys checked."""
+    if data is None:
+        data = {}
+    c.mapping("", data, set(_SCHEMA))
+    if overrides:
+        data = _merge(data, overrides)
+        c.mapping("", data, set(_SCHEMA))
+    if "models" not in data:
+        raise c.fail("models", None, "is required (the model names to compare)")
+    resolved: dict[str, Any] = {}
+    for key, default in _SCHEMA.items():
+        if isinstance(default, dict):
+            section = c.mapping(key, data.get(key, {}), set(default))
+            resolved[key] = {**default, **section}
+        else:
+            resolved[key] = data.get(key, default)
+    return resolved
+
+
+def _step_timing(c: _Checker, step: dict[str, Any]) -> tuple[float, float, float]:
+    """step.warmup_s, step.duration_s and step.max_duration_s, the last at least the second."""
+    warmup_s = c.number("step.warmup_s", step["warmup_s"], positive=False)
+    duration_s = c.number("step.duration_s", step["duration_s"])
+    max_duration_s = c.number("step.max_duration_s", step["max_duration_s"])
+    if max_duration_s < duration_s:
+        raise c.fail(
+            "step.max_duration_s", max_duration_s, f"must be at least step.duration_s ({duration_s:g})"
+        )
+    return warmup_s, duration_s, max_duration_s
 
 
 def _connection(c: _Checker, load: dict[str, Any], base_dir: Path | None) -> Connection:
@@ -354,18 +366,14 @@ def load_campaign_config(path: Path | str, overrides: dict[str, Any] | None = No
 
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
+        text = read_bounded_utf8(path, MAX_FILE_BYTES)
     except OSError as exc:
         raise CampaignConfigError(f"{path}: cannot read campaign file: {exc.strerror}") from exc
-    if len(raw) > MAX_FILE_BYTES:
-        raise CampaignConfigError(f"{path}: larger than {MAX_FILE_BYTES} bytes, not a campaign file")
-    try:
-        text = raw.decode("utf-8")
+    except FileTooLarge as exc:
+        raise CampaignConfigError(f"{path}: larger than {MAX_FILE_BYTES} bytes, not a campaign file") from exc
     except UnicodeDecodeError as exc:
-        raise CampaignConfigError(
-            f"{path}: not UTF-8 text (byte {shown(raw[exc.start : exc.start + 1])} at offset {exc.start})"
-        ) from exc
+        byte = shown(exc.object[exc.start : exc.start + 1])
+        raise CampaignConfigError(f"{path}: not UTF-8 text (byte {byte} at offset {exc.start})") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

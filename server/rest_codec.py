@@ -90,52 +90,55 @@ def _flatten(data: Any) -> list[Any]:
 
 def infer_request(model: str, version: str, body: bytes, header_length: int | None) -> RestInferRequest:
     """The data plane's request from an inference body; raises InvalidInput naming the model and field."""
-    binary: bytes | memoryview = b""  # the tensors after the JSON header: a view, never a copy
-    if header_length is None:
-        header = body
-    else:
-        if not 0 <= header_length <= len(body):
-            raise _invalid(
-                model,
-                f"{HEADER_LENGTH} is {header_length}, outside the body's {len(body)} bytes",
-            )
-        header, binary = body[:header_length], memoryview(body)[header_length:]
+    header, binary = _split_body(model, body, header_length)
     try:
         document = json.loads(header)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _invalid(model, f"inference request is not valid JSON: {exc}") from exc
     document = _object(document, "the inference request", model)
     parameters = _object(document.get("parameters", {}), "parameters", model)
-    raw_inputs = document.get("inputs", [])  # none at all: as gRPC's empty list, refused by the codec
+    inputs = _inputs(model, document.get("inputs", []), binary)
+    outputs, binary_outputs = _outputs(model, document.get("outputs") or [])
+    request_id = document.get("id", "")
+    if not isinstance(request_id, str):
+        raise _invalid(model, f"id must be a string, found {request_id!r}")
+    timeout_us = parameters.get("timeout")
+    if timeout_us is not None and (isinstance(timeout_us, bool) or not isinstance(timeout_us, int)):
+        raise _invalid(model, f"parameters.timeout must be microseconds (an integer), found {timeout_us!r}")
+    return RestInferRequest(
+        InferRequest(model, version, request_id, inputs, outputs, timeout_us),
+        binary_default=bool(_flag(parameters, "binary_data_output", model, "parameters")),
+        binary_outputs=binary_outputs,
+        timeout_us=timeout_us,
+    )
+
+
+def _split_body(model: str, body: bytes, header_length: int | None) -> tuple[bytes, bytes | memoryview]:
+    """The JSON header and the binary tensor data after it (a view of the body, never a copy)."""
+    if header_length is None:
+        return body, b""
+    if not 0 <= header_length <= len(body):
+        raise _invalid(
+            model,
+            f"{HEADER_LENGTH} is {header_length}, outside the body's {len(body)} bytes",
+        )
+    return body[:header_length], memoryview(body)[header_length:]
+
+
+def _inputs(model: str, raw_inputs: Any, binary: bytes | memoryview) -> list[InputTensor]:
+    """The request's inputs, each binary one taking its binary_data_size of `binary` in input order."""
+    # No inputs at all: as gRPC's empty list, refused by the codec.
     if not isinstance(raw_inputs, list):
         raise _invalid(model, f"inputs must be a JSON list, found {type(raw_inputs).__name__}")
     inputs = []
     offset = 0
     for position, raw in enumerate(raw_inputs):
-        where = f"inputs[{position}]"
-        tensor = _object(raw, where, model)
-        name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
-        if not isinstance(name, str) or not isinstance(datatype, str):
-            raise _invalid(model, f"{where} needs a string name and datatype, found {name!r}, {datatype!r}")
-        if not isinstance(shape, list) or not all(
-            isinstance(size, int) and not isinstance(size, bool) for size in shape
-        ):
-            raise _invalid(model, f"input {name!r}: shape must be a list of integers, found {shape!r}")
+        tensor = _object(raw, f"inputs[{position}]", model)
+        name, datatype, shape = _tensor_header(model, position, tensor)
         tensor_parameters = _object(tensor.get("parameters", {}), f"input {name!r} parameters", model)
         size = tensor_parameters.get("binary_data_size")
         if size is not None:
-            if "data" in tensor:
-                raise _invalid(model, f"input {name!r} has both data and parameters.binary_data_size")
-            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise _invalid(
-                    model, f"input {name!r}: binary_data_size must be a count of bytes, not {size!r}"
-                )
-            if offset + size > len(binary):
-                raise _invalid(
-                    model,
-                    f"input {name!r}: binary_data_size {size} runs past the {len(binary)} bytes of binary "
-                    f"data after the JSON header ({offset} taken by earlier inputs)",
-                )
+            _check_binary_size(model, name, tensor, size, offset, len(binary))
             data: bytes | Sequence[Any] = binary[offset : offset + size]
             offset += size
             where_data = BINARY_WHERE
@@ -155,9 +158,44 @@ def infer_request(model: str, version: str, body: bytes, header_length: int | No
             f"{len(binary)} bytes of binary data follow the JSON header, the inputs' binary_data_size "
             f"account for {offset}",
         )
+    return inputs
+
+
+def _tensor_header(model: str, position: int, tensor: dict[str, Any]) -> tuple[str, str, list[int]]:
+    """An input's name, datatype and shape, checked."""
+    name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
+    if not isinstance(name, str) or not isinstance(datatype, str):
+        raise _invalid(
+            model, f"inputs[{position}] needs a string name and datatype, found {name!r}, {datatype!r}"
+        )
+    if not isinstance(shape, list) or not all(
+        isinstance(size, int) and not isinstance(size, bool) for size in shape
+    ):
+        raise _invalid(model, f"input {name!r}: shape must be a list of integers, found {shape!r}")
+    return name, datatype, shape
+
+
+def _check_binary_size(
+    model: str, name: str, tensor: dict[str, Any], size: Any, offset: int, available: int
+) -> None:
+    """An input's parameters.binary_data_size: a count of bytes that the binary data still holds."""
+    if "data" in tensor:
+        raise _invalid(model, f"input {name!r} has both data and parameters.binary_data_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise _invalid(model, f"input {name!r}: binary_data_size must be a count of bytes, not {size!r}")
+    if offset + size > available:
+        raise _invalid(
+            model,
+            f"input {name!r}: binary_data_size {size} runs past the {available} bytes of binary "
+            f"data after the JSON header ({offset} taken by earlier inputs)",
+        )
+
+
+def _outputs(model: str, raw_outputs: Any) -> tuple[list[str], dict[str, bool]]:
+    """The requested output names, and for each that says so whether it goes back as binary."""
     outputs = []
     binary_outputs = {}
-    for position, raw in enumerate(document.get("outputs") or []):
+    for position, raw in enumerate(raw_outputs):
         wanted = _object(raw, f"outputs[{position}]", model)
         name = wanted.get("name")
         if not isinstance(name, str):
@@ -167,18 +205,7 @@ def infer_request(model: str, version: str, body: bytes, header_length: int | No
         choice = _flag(wanted_parameters, "binary_data", model, f"output {name!r} parameters")
         if choice is not None:
             binary_outputs[name] = choice
-    request_id = document.get("id", "")
-    if not isinstance(request_id, str):
-        raise _invalid(model, f"id must be a string, found {request_id!r}")
-    timeout_us = parameters.get("timeout")
-    if timeout_us is not None and (isinstance(timeout_us, bool) or not isinstance(timeout_us, int)):
-        raise _invalid(model, f"parameters.timeout must be microseconds (an integer), found {timeout_us!r}")
-    return RestInferRequest(
-        InferRequest(model, version, request_id, inputs, outputs, timeout_us),
-        binary_default=bool(_flag(parameters, "binary_data_output", model, "parameters")),
-        binary_outputs=binary_outputs,
-        timeout_us=timeout_us,
-    )
+    return outputs, binary_outputs
 
 
 def infer_response(response: InferResponse, asked: RestInferRequest) -> tuple[bytes, int | None]:

@@ -24,6 +24,7 @@ from google.protobuf import text_format
 
 from servescope.echo import shown
 from servescope.protocol import model_config_pb2
+from servescope.textfile import FileTooLarge, read_bounded_utf8
 
 CONFIG_FILE = "config.pbtxt"
 METADATA_FILE = "metadata.json"
@@ -84,18 +85,15 @@ def check_inside(path: Path, repository: Path) -> None:
 def read_text_file(path: Path, what: str) -> str:
     """A small UTF-8 text file of the repository, bounded in size; RepositoryError naming it otherwise."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_TEXT_FILE_BYTES + 1)
+        return read_bounded_utf8(path, MAX_TEXT_FILE_BYTES)
     except OSError as exc:
         raise RepositoryError(f"{path}: cannot read {what}: {exc.strerror}") from exc
-    if len(data) > MAX_TEXT_FILE_BYTES:
-        raise RepositoryError(f"{path}: {what} is larger than {MAX_TEXT_FILE_BYTES} bytes; refused")
-    try:
-        return data.decode("utf-8")
+    except FileTooLarge as exc:
+        raise RepositoryError(f"{path}: {what} is larger than {MAX_TEXT_FILE_BYTES} bytes; refused") from exc
     except UnicodeDecodeError as exc:
+        byte = shown(exc.object[exc.start : exc.start + 1])
         raise RepositoryError(
-            f"{path}: {what} is not UTF-8 text (byte {shown(data[exc.start : exc.start + 1])} at offset "
-            f"{exc.start})"
+            f"{path}: {what} is not UTF-8 text (byte {byte} at offset {exc.start})"
         ) from exc
 
 

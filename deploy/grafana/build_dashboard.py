@@ -168,6 +168,11 @@ def host_panels() -> list[dict]:
 def model_panels() -> list[dict]:
     """Panels of the repeated per-model row; every query selects model="$model"."""
     m = 'model="$model"'
+    return [*_traffic_panels(m), *_latency_panels(m), *_batch_panels(m)]
+
+
+def _traffic_panels(m: str) -> list[dict]:
+    """What the model is and what it serves: its info, requests and inferences, errors."""
     return [
         _stat(
             "Model",
@@ -204,6 +209,12 @@ def model_panels() -> list[dict]:
             "percentunit",
             threshold=0.01,
         ),
+    ]
+
+
+def _latency_panels(m: str) -> list[dict]:
+    """Where a request's time goes on the server: percentiles, queue against compute."""
+    return [
         _timeseries(
             "Latency percentiles (server)",
             "Server-side request duration, from arrival to response, from the histogram (objective: p99 "
@@ -236,6 +247,12 @@ def model_panels() -> list[dict]:
             max_value=1,
             threshold=0.8,
         ),
+    ]
+
+
+def _batch_panels(m: str) -> list[dict]:
+    """How the batcher merges: batch sizes, their distribution, the queue and what is in flight."""
+    return [
         _timeseries(
             "Batch size",
             "Samples per executed batch: mean and p99. Close to 1 under load means the batcher finds "

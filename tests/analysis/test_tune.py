@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from cli.tune import NOT_THE_SERVER, best_config, parse_objective, parse_start
+from cli.tune import NOT_THE_SERVER, parse_objective, parse_start
+from cli.tune_result import best_config
 from servescope.errors import UsageError
 from servescope.protocol import model_config_pb2 as mc
 from servescope.repository import list_models, read_config
