@@ -51,8 +51,8 @@ def free_the_generator(s: Situation) -> list[Recommendation]:
     return [
         Recommendation(
             f"give the load generator cores of its own (another machine, or `taskset` it away from other "
-            f"work): its main thread waited for a CPU {wait:.0%} of the step while it used only "
-            f"{cpu.generator_cores or 0:.2f} cores, and other processes used {cpu.other_cores or 0:.2f} "
+            f"work): its threads waited for a CPU {wait:.0%} of the CPU time they asked for while it used "
+            f"only {cpu.generator_cores or 0:.2f} cores, and other processes used {cpu.other_cores or 0:.2f} "
             "cores; the latency it measured includes that wait, so nothing here describes the server"
         )
     ]

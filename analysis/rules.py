@@ -178,9 +178,9 @@ def generator_starved(s: Situation) -> Finding | None:
     reasons = []
     if waited:
         reasons.append(
-            f"at {s.at} the load generator's main thread waited for a CPU {wait:.0%} of the step (it used "
-            f"{cpu.generator_cores or 0:.2f} of its {cpu.generator_available_cores or '?'} cores; other "
-            f"processes used {cpu.other_cores or 0:.2f} cores)"
+            f"at {s.at} the load generator's threads waited for a CPU {wait:.0%} of the CPU time they asked "
+            f"for (it used {cpu.generator_cores or 0:.2f} of its {cpu.generator_available_cores or '?'} "
+            f"cores; other processes used {cpu.other_cores or 0:.2f} cores)"
         )
     if behind and delay is not None:
         reasons.append(

@@ -62,8 +62,8 @@ MEANINGS: dict[str, str] = {
     "OPEN_LOOP_SHORTFALL": "an open-loop step answering under this share of the offered rate is saturated",
     "GENERATOR_BUSY_PERCENT": "the load generator is saturated when one of its processes uses this percent "
     "of a core",
-    "GENERATOR_STARVED_WAIT_SHARE": "the load generator is starved when its main thread waited for a CPU "
-    "this share of the step",
+    "GENERATOR_STARVED_WAIT_SHARE": "the load generator is starved when its threads waited for a CPU this "
+    "share of the CPU time they asked for (run-queue wait / (run + wait), all its processes' threads)",
     "GENERATOR_DELAY_SHARE": "the load generator is behind when its own send delay is this share of the mean "
     "latency",
     "CONTENDED_OTHER_CORES": "other processes using this many cores while the server waits for a CPU: the "

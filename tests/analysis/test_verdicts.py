@@ -427,7 +427,7 @@ def test_a_generator_waiting_for_cpu_is_starved_never_the_server(handmade, kit):
     _, data = run(folder)
     verdict = only_verdict(data)
     assert verdict["kind"] == "generator-starved"
-    assert "main thread waited for a CPU 72% of the step" in verdict["reasons"][0]
+    assert "threads waited for a CPU 72% of the CPU time they asked for" in verdict["reasons"][0]
     assert verdict["evidence"]["generator_wait_share"] == pytest.approx(0.72)
     assert verdict["recommendations"][0]["text"].startswith("give the load generator cores of its own")
 
