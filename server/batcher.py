@@ -36,7 +36,19 @@ _CHECKED = (
     ("max_concurrent_batches", settings.INSTANCES),
 )
 
-Execute = Callable[[list[np.ndarray]], Awaitable[Sequence[np.ndarray]]]
+
+@dataclass(frozen=True, slots=True)
+class Computed:
+    """What an executor may return instead of bare outputs: the outputs and when the model ran, in
+    time.monotonic_ns() taken on the compute thread itself (so the hand-off to that thread and the way
+    back to the event loop are told apart from compute)."""
+
+    outputs: Sequence[np.ndarray]
+    start_ns: int
+    end_ns: int
+
+
+Execute = Callable[[list[np.ndarray]], Awaitable[Sequence[np.ndarray] | Computed]]
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,17 @@ class BatchSettings:
         return max(self.preferred_batch_sizes, default=self.max_batch_size)
 
 
+@dataclass(frozen=True, slots=True)
+class BatchTimes:
+    """When one batch's window opened, it began executing, and its compute ran (time.monotonic_ns(); the
+    request timeline's stamps, servescope/timeline.py). Four clock reads per batch, always taken."""
+
+    window_open_ns: int
+    start_ns: int
+    compute_start_ns: int
+    compute_end_ns: int
+
+
 @dataclass(frozen=True)
 class BatchOutcome:
     """What one request gets back: its own output rows and where its time went."""
@@ -99,6 +122,8 @@ class BatchOutcome:
     queue_s: float
     compute_s: float
     batch_size: int
+    enqueued_ns: int = 0  # time.monotonic_ns() when it was queued
+    times: BatchTimes = BatchTimes(0, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -119,6 +144,7 @@ class _Pending:
     enqueued_s: float
     deadline_s: float | None
     expires_s: float | None = None  # the queue timeout (BatchSettings.queue_timeout_us), same clock
+    enqueued_ns: int = 0  # time.monotonic_ns(), for the request timeline
 
     @property
     def row_shape(self) -> tuple[tuple[int, ...], ...]:
@@ -224,7 +250,9 @@ class Batcher:
         self._last_arrival_s = now_s
         timeout_s = self.settings.queue_timeout_s(timeout_us)
         expires_s = None if timeout_s is None else now_s + timeout_s
-        self._queue.append(_Pending(inputs, samples, future, now_s, deadline_s, expires_s))
+        self._queue.append(
+            _Pending(inputs, samples, future, now_s, deadline_s, expires_s, time.monotonic_ns())
+        )
         self._queued_samples += samples
         self._on_depth(len(self._queue))
         self._wakeup.set()
@@ -252,6 +280,7 @@ class Batcher:
                 await self._wakeup.wait()
                 continue
             await self._acquire_slot()
+            window_open_ns = time.monotonic_ns()
             try:
                 batch = await self._collect()
             except BaseException:
@@ -260,7 +289,7 @@ class Batcher:
             if not batch:
                 self._slots.release()
                 continue
-            task = asyncio.get_running_loop().create_task(self._run(batch))
+            task = asyncio.get_running_loop().create_task(self._run(batch, window_open_ns))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -377,8 +406,9 @@ class Batcher:
         self._queue = alive
         self._on_depth(len(alive))
 
-    async def _run(self, batch: list[_Pending]) -> None:
+    async def _run(self, batch: list[_Pending], window_open_ns: int = 0) -> None:
         start_s = self._clock()
+        start_ns = time.monotonic_ns()
         total = sum(p.samples for p in batch)
         released = False
         try:
@@ -386,8 +416,15 @@ class Batcher:
                 inputs = list(batch[0].inputs)
             else:
                 inputs = [np.concatenate([p.inputs[i] for p in batch]) for i in range(len(batch[0].inputs))]
-            outputs = await self._execute(inputs)
+            returned = await self._execute(inputs)
             compute_s = self._clock() - start_s
+            if isinstance(returned, Computed):
+                outputs, times = (
+                    returned.outputs,
+                    BatchTimes(window_open_ns, start_ns, returned.start_ns, returned.end_ns),
+                )
+            else:  # an executor that does not say when it ran: the loop's view of it
+                outputs, times = returned, BatchTimes(window_open_ns, start_ns, start_ns, time.monotonic_ns())
             for output in outputs:
                 if output.shape[:1] != (total,):
                     raise RuntimeError(
@@ -420,6 +457,8 @@ class Batcher:
                         queue_s=start_s - pending.enqueued_s,
                         compute_s=compute_s,
                         batch_size=total,
+                        enqueued_ns=pending.enqueued_ns,
+                        times=times,
                     )
                 )
             offset = end

@@ -101,10 +101,18 @@ class DataPlane:
         try:
             decoded = served.codec.decode(request)
             decoded_s = self._clock()
+            stamps = request.stamps
+            if stamps is not None:
+                stamps.stamp("decoded")
             outcome = await served.batcher.submit(decoded.inputs, deadline_s, request.timeout_us)
+            if stamps is not None:
+                stamps.batch(outcome)
+                stamps.stamp("resumed")
             encode_start_s = self._clock()
             outputs = served.codec.encode(outcome.outputs, decoded.output_indices)
             end_s = self._clock()
+            if stamps is not None:
+                stamps.stamp("encoded")
         except asyncio.CancelledError:
             expired = deadline_s is not None and self._clock() >= deadline_s
             served.observe_failure(self._clock() - start_s, "DEADLINE_EXCEEDED" if expired else "CANCELLED")
@@ -129,7 +137,7 @@ class DataPlane:
             end_s - encode_start_s,
             decoded.batch_size,
         )
-        return InferResponse(served.name, served.version, request.id, outputs)
+        return InferResponse(served.name, served.version, request.id, outputs, request.stamps)
 
     async def drain(self, grace_s: float) -> bool:
         """Refuse new requests and wait up to grace_s for the accepted ones; True when all finished."""

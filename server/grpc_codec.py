@@ -19,6 +19,8 @@ from server.messages import (
     ServerMetadata,
 )
 from server.served import Duration, ModelStats
+from server.stamps import Stamps
+from servescope import timeline
 from servescope.echo import shown
 from servescope.protocol import grpc_service_pb2 as pb
 
@@ -39,8 +41,19 @@ CONTENTS_FIELDS: dict[str, str | None] = {
 }
 
 
-def infer_request(message: pb.ModelInferRequest) -> InferRequest:
-    """The data plane's request; raises InvalidInput for what only protobuf can get wrong."""
+def asks_timeline(message: pb.ModelInferRequest) -> bool:
+    """The request asks for its timeline (servescope.timeline.ASK as a true bool_param; anything else
+    there is ignored, never an error: the parameter is only a request to measure)."""
+    parameters = message.parameters
+    return timeline.ASK in parameters and parameters[timeline.ASK].bool_param
+
+
+def infer_request(message: pb.ModelInferRequest, entry: tuple[int, int] | None = None) -> InferRequest:
+    """The data plane's request; raises InvalidInput for what only protobuf can get wrong.
+
+    Args:
+        entry: when the front end's handler saw the call and admitted it (time.monotonic_ns()); given,
+            a request that asks for its timeline is stamped (server/stamps.py)."""
     model = message.model_name
 
     def invalid(text: str) -> InvalidInput:
@@ -76,6 +89,7 @@ def infer_request(message: pb.ModelInferRequest) -> InferRequest:
         inputs=inputs,
         outputs=[wanted.name for wanted in message.outputs],
         timeout_us=timeout_us,
+        stamps=Stamps(*entry) if entry is not None and asks_timeline(message) else None,
     )
 
 
@@ -87,6 +101,13 @@ def infer_response(response: InferResponse) -> pb.ModelInferResponse:
     for output in response.outputs:
         message.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
         message.raw_output_contents.append(output.data.tobytes())
+    if response.stamps is not None:
+        parameters = message.parameters
+        for key, value in response.stamps.parameters().items():
+            if isinstance(value, str):
+                parameters[key].string_param = value
+            else:
+                parameters[key].int64_param = value
     return message
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from server.stamps import Stamps
 
 
 @dataclass(slots=True)
@@ -36,6 +39,9 @@ class InferRequest:
     # Triton's request parameter "timeout", microseconds: its own queue timeout, where the model's queue
     # policy allows an override (allow_timeout_override); None: not given.
     timeout_us: int | None = None
+    # The request's timeline (servescope/timeline.py), when it asked for it: the front end creates it with
+    # its entry and admission stamps, the data plane and the batcher fill in the rest.
+    stamps: Stamps | None = None
 
 
 @dataclass(slots=True)
@@ -55,6 +61,7 @@ class InferResponse:
     model_version: str
     id: str
     outputs: list[OutputTensor]
+    stamps: Stamps | None = None  # the request's, carried back to the front end that returns them
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from server.batcher import Computed
 from server.gpu import gpu_count
 from servescope.cores import available_cores
 from servescope.echo import shown
@@ -243,9 +245,14 @@ class ModelRunner:
         """One batch, on the calling thread (for warm-up and in-process measurement)."""
         return self._run_sync(inputs)
 
-    async def run(self, inputs: list[np.ndarray]) -> Sequence[np.ndarray]:
+    async def run(self, inputs: list[np.ndarray]) -> Computed:
         """One batch on the model's thread pool; the event loop is free meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run_sync, inputs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run_timed, inputs)
+
+    def _run_timed(self, inputs: Sequence[np.ndarray]) -> Computed:
+        start_ns = time.monotonic_ns()
+        outputs = self._run_sync(inputs)
+        return Computed(outputs, start_ns, time.monotonic_ns())
 
     def sample_inputs(self, batch_size: int) -> list[np.ndarray]:
         """Inputs of a batch size filled with each input's lowest valid value (zeros by default)."""

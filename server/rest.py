@@ -31,6 +31,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from server import rest_codec
 from server.errors import InvalidInput, ModelNotFound, PermissionDenied, ServingError
 from server.frontend import FrontDoor, FrontEnd
+from server.stamps import now_ns
 from servescope import __version__
 from servescope.echo import shown
 from servescope.status import HTTP_STATUS
@@ -250,11 +251,12 @@ class RestFrontEnd(FrontEnd):
 
     async def _infer(self, request: web.Request, parts: list[str]) -> web.Response:
         """Admitted (FrontDoor) before a byte of the body is read: a shed call costs its answer only."""
+        handler_ns = now_ns()  # the request timeline's first stamps (server/stamps.py)
         door = self._door
         if not door.admit():
             return web.Response(status=SHED_STATUS, body=self._shed_body(), content_type=rest_codec.JSON_TYPE)
         try:
-            return await self._admitted_infer(request, parts)
+            return await self._admitted_infer(request, parts, (handler_ns, now_ns()))
         finally:
             door.done()
 
@@ -266,11 +268,13 @@ class RestFrontEnd(FrontEnd):
             self._shed_cache = (key, rest_codec.error_body(gate.shed_message()))
         return self._shed_cache[1]
 
-    async def _admitted_infer(self, request: web.Request, parts: list[str]) -> web.Response:
+    async def _admitted_infer(
+        self, request: web.Request, parts: list[str], entry: tuple[int, int]
+    ) -> web.Response:
         model, version = self._model(parts)
         header_length = _header_length(request, model)
         body = await request.read()
-        asked = rest_codec.infer_request(model, version, body, header_length)
+        asked = rest_codec.infer_request(model, version, body, header_length, entry)
         time_remaining_s = None if asked.timeout_us is None else asked.timeout_us / 1e6
         response = await self._core.infer(asked.request, time_remaining_s)
         payload, json_length = rest_codec.infer_response(response, asked)

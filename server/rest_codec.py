@@ -32,6 +32,8 @@ from server.messages import (
     ServerMetadata,
     TensorMetadata,
 )
+from server.stamps import Stamps
+from servescope import timeline
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_TYPE = "application/json"
@@ -88,8 +90,15 @@ def _flatten(data: Any) -> list[Any]:
     return flat
 
 
-def infer_request(model: str, version: str, body: bytes, header_length: int | None) -> RestInferRequest:
-    """The data plane's request from an inference body; raises InvalidInput naming the model and field."""
+def infer_request(
+    model: str, version: str, body: bytes, header_length: int | None, entry: tuple[int, int] | None = None
+) -> RestInferRequest:
+    """The data plane's request from an inference body; raises InvalidInput naming the model and field.
+
+    Args:
+        entry: when the front end's handler saw the call and admitted it (time.monotonic_ns()); given,
+            a request whose parameters ask for its timeline (`servescope.timeline: true`) is stamped.
+    """
     header, binary = _split_body(model, body, header_length)
     try:
         document = json.loads(header)
@@ -105,8 +114,10 @@ def infer_request(model: str, version: str, body: bytes, header_length: int | No
     timeout_us = parameters.get("timeout")
     if timeout_us is not None and (isinstance(timeout_us, bool) or not isinstance(timeout_us, int)):
         raise _invalid(model, f"parameters.timeout must be microseconds (an integer), found {timeout_us!r}")
+    # Only a JSON true asks; anything else there is ignored (a request to measure, never an error).
+    stamps = Stamps(*entry) if entry is not None and parameters.get(timeline.ASK) is True else None
     return RestInferRequest(
-        InferRequest(model, version, request_id, inputs, outputs, timeout_us),
+        InferRequest(model, version, request_id, inputs, outputs, timeout_us, stamps),
         binary_default=bool(_flag(parameters, "binary_data_output", model, "parameters")),
         binary_outputs=binary_outputs,
         timeout_us=timeout_us,
@@ -228,6 +239,8 @@ def infer_response(response: InferResponse, asked: RestInferRequest) -> tuple[by
     document: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id:
         document["id"] = response.id
+    if response.stamps is not None:
+        document["parameters"] = response.stamps.parameters()
     document["outputs"] = outputs
     header = json.dumps(document, separators=(",", ":")).encode()
     if not chunks:
